@@ -1,0 +1,86 @@
+# hpchub — run `make help` for the targets.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+TESTBED_INVENTORY := inventories/testbed/hosts.yml
+PLAYBOOK_ARGS ?=
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/.installed: pyproject.toml roles/jupyterhub/files/requirements.txt hub_config/pyproject.toml
+	@echo "==> creating $(VENV) with the pinned tools (pyproject.toml) and the hub's pinned packages"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -q --upgrade pip
+	@$(BIN)/pip install -q -e '.[dev]' -r roles/jupyterhub/files/requirements.txt -e hub_config
+	@touch $@
+
+.PHONY: venv
+venv: $(BIN)/.installed ## Create .venv with the pinned controller tools
+
+.PHONY: engine
+engine: ## Make sure a docker engine answers (installs/starts Debian's when root)
+	@tools/testbed.sh engine
+
+.PHONY: testbed
+testbed: venv ## Bring up the local testbed and deploy everything into it
+	@start=$$(date +%s); \
+	tools/testbed.sh up; \
+	echo "==> deploying with ansible-playbook playbooks/testbed.yml"; \
+	ansible-playbook -i $(TESTBED_INVENTORY) playbooks/testbed.yml $(PLAYBOOK_ARGS); \
+	echo "==> testbed ready in $$(( $$(date +%s) - start )) s"; \
+	tools/testbed-info.sh
+
+.PHONY: converge
+converge: venv ## Re-run the playbooks against the running testbed
+	ansible-playbook -i $(TESTBED_INVENTORY) playbooks/testbed.yml $(PLAYBOOK_ARGS)
+
+.PHONY: testbed-down
+testbed-down: ## Remove the testbed (containers, network, volumes, .testbed/)
+	@tools/testbed.sh down
+	@rm -rf .testbed inventories/testbed/credentials
+
+.PHONY: shell
+shell: ## Shell on a testbed node: make shell NODE=login1
+	docker exec -it hpchub-$(or $(NODE),login1) bash -l
+
+.PHONY: lint
+lint: venv ## yamllint, ansible-lint (production profile), ruff
+	@echo "==> yamllint"; yamllint -s .
+	@echo "==> ansible-lint"; ansible-lint
+	@echo "==> ruff"; ruff check . && ruff format --check .
+
+.PHONY: unit
+unit: venv ## Unit tests (hub_config, inventory validation); no testbed needed
+	pytest tests/unit
+
+.PHONY: molecule
+molecule: venv engine ## Molecule: create testbed, converge, idempotence, verify (testinfra + e2e), destroy
+	molecule test
+
+.PHONY: e2e
+e2e: venv ## Run the testbed tests against an already running testbed (make testbed first)
+	pytest tests/testbed
+
+.PHONY: test
+test: ## The whole suite: lint + unit + molecule (brings up everything it needs)
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory lint; \
+	$(MAKE) --no-print-directory unit; \
+	$(MAKE) --no-print-directory molecule; \
+	echo "==> make test finished in $$(( $$(date +%s) - start )) s"
+
+.PHONY: bench
+bench: venv ## Benchmarks against the running testbed (spawn latency); writes benchmarks/results/
+	$(BIN)/python benchmarks/spawn_latency.py
+
+.PHONY: clean
+clean: testbed-down ## Remove the testbed and .venv
+	rm -rf $(VENV) .pytest_cache .ruff_cache

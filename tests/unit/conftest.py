@@ -1,0 +1,103 @@
+"""Shared helpers for the unit tests of hub_config (no testbed needed)."""
+
+import copy
+import types
+
+import pytest
+from traitlets.config import Config
+
+from hpchub_config.cluster import Partition
+
+BASE_SETTINGS = {
+    "hub": {
+        "name": "testhub",
+        "connect_url": "http://login1:8081",
+        "admin_users": ["hubadmin"],
+        "allowed_groups": ["hpcusers"],
+    },
+    "proxy": {"auth_token_file": "/nonexistent/set-by-test"},
+    "spawner": {
+        "notebook_env": "/opt/software/hpchub/jupyter",
+        "profiles": [
+            {
+                "key": "small",
+                "display_name": "1 core, 2 GB, 1 h",
+                "partition": "batch",
+                "cores": 1,
+                "memory_gb": 2,
+                "walltime_hours": 1,
+            },
+            {
+                "key": "medium",
+                "display_name": "2 cores, 4 GB, 4 h",
+                "partition": "batch",
+                "cores": 2,
+                "memory_gb": 4,
+                "walltime_hours": 4,
+            },
+        ],
+    },
+    "announcement": {"enabled": True, "seed": [{"message": "Maintenance on Monday"}]},
+    "idle_culler": {"timeout": 3600},
+}
+
+
+@pytest.fixture
+def settings_data():
+    return copy.deepcopy(BASE_SETTINGS)
+
+
+@pytest.fixture
+def partitions():
+    return {
+        "batch": Partition(
+            name="batch",
+            default=True,
+            up=True,
+            max_cores=4,
+            max_memory_mb=8000,
+            max_gpus=0,
+            max_walltime_minutes=480,
+            usable_nodes=2,
+        ),
+        "gpu": Partition(
+            name="gpu",
+            default=False,
+            up=True,
+            max_cores=8,
+            max_memory_mb=64000,
+            max_gpus=2,
+            max_walltime_minutes=None,
+            usable_nodes=1,
+        ),
+    }
+
+
+def fake_user(name="alice"):
+    return types.SimpleNamespace(
+        name=name, url=f"/user/{name}/", escaped_name=name, base_url="/", id=1
+    )
+
+
+def fake_hub():
+    return types.SimpleNamespace(
+        api_url="http://login1:8081/hub/api",
+        base_url="/hub/",
+        url="http://login1:8081/hub/",
+        public_host="",
+    )
+
+
+@pytest.fixture
+def spawner_config():
+    c = Config()
+    c.ProfilesSlurmSpawner.hpc_profiles = [
+        {"key": "small", "display_name": "Small", "partition": "batch", "cores": 1,
+         "memory_gb": 2, "walltime_hours": 1.0},
+        {"key": "medium", "display_name": "Medium", "partition": "batch", "cores": 2,
+         "memory_gb": 4, "walltime_hours": 4.0, "sbatch_options": ["--qos=interactive"]},
+    ]
+    c.SlurmNotebookSpawner.hub_name = "testhub"
+    c.SlurmNotebookSpawner.notebook_env = "/opt/env"
+    c.Spawner.cmd = ["/opt/env/bin/jupyterhub-singleuser"]
+    return c

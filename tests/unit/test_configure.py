@@ -1,0 +1,118 @@
+"""Settings -> JupyterHub configuration, and the pieces it installs."""
+
+import pytest
+from traitlets.config import Config
+
+from hpchub_config import configure
+from hpchub_config.settings import settings_from_dict
+
+
+@pytest.fixture
+def config(tmp_path, settings_data):
+    token = tmp_path / "proxy_auth_token"
+    token.write_text("proxy-secret\n")
+    settings_data["proxy"]["auth_token_file"] = str(token)
+    c = Config()
+    configure(c, settings_from_dict(settings_data), "/etc/jupyterhub/hpchub.yaml")
+    return c
+
+
+def test_hub_keeps_servers_and_uses_the_external_proxy(config):
+    assert config.JupyterHub.cleanup_servers is False
+    assert config.ConfigurableHTTPProxy.should_start is False
+    assert config.ConfigurableHTTPProxy.auth_token == "proxy-secret"
+    assert config.JupyterHub.proxy_class == "hpchub_config.proxy.WatchedProxy"
+    assert config.JupyterHub.hub_connect_url == "http://login1:8081"
+    assert config.JupyterHub.db_url == "sqlite:////var/lib/jupyterhub/jupyterhub.sqlite"
+
+
+def test_pam_logins_for_allowed_groups_only(config):
+    assert config.JupyterHub.authenticator_class == "hpchub_config.auth.ClusterPAMAuthenticator"
+    assert config.PAMAuthenticator.open_sessions is False
+    assert config.LocalAuthenticator.allowed_groups == {"hpcusers"}
+    assert config.Authenticator.admin_users == {"hubadmin"}
+    assert "allow_all" not in config.Authenticator
+
+
+def test_every_local_user_when_no_group_is_set(tmp_path, settings_data):
+    token = tmp_path / "t"
+    token.write_text("x")
+    settings_data["proxy"]["auth_token_file"] = str(token)
+    settings_data["hub"]["allowed_groups"] = []
+    c = Config()
+    configure(c, settings_from_dict(settings_data), "x.yaml")
+    assert c.Authenticator.allow_all is True
+
+
+def test_spawner_profiles_and_absolute_commands(config):
+    assert config.JupyterHub.spawner_class == "hpchub_config.spawner.ProfilesSlurmSpawner"
+    profiles = config.ProfilesSlurmSpawner.hpc_profiles
+    assert [p["key"] for p in profiles] == ["small", "medium"]
+    assert profiles[1]["cores"] == 2 and profiles[1]["walltime_hours"] == 4.0
+    assert config.Spawner.cmd == ["/opt/software/hpchub/jupyter/bin/jupyterhub-singleuser"]
+    assert config.SlurmNotebookSpawner.hub_name == "testhub"
+    assert config.Spawner.default_url == "/lab"
+
+
+def test_services_get_minimal_scopes(config):
+    services = {s["name"]: s for s in config.JupyterHub.services}
+    assert set(services) == {"announcement", "idle-culler"}
+    assert "hpchub_config.announcements" in services["announcement"]["command"]
+    assert services["announcement"]["url"] == "http://127.0.0.1:8888"
+    (role,) = config.JupyterHub.load_roles
+    assert role["services"] == ["idle-culler"]
+    assert sorted(role["scopes"]) == sorted(
+        ["list:users", "read:users:activity", "read:servers", "delete:servers"])
+    assert "--timeout=3600" in services["idle-culler"]["command"]
+    assert any(p.endswith("hpchub_config/templates") for p in config.JupyterHub.template_paths)
+
+
+def test_batchspawner_port_api_is_replaced(config):
+    from jupyterhub import apihandlers
+
+    from hpchub_config.api import PortReportHandler
+
+    routes = [h for h in apihandlers.default_handlers if h[0] == "/api/batchspawner"]
+    assert routes == [("/api/batchspawner", PortReportHandler)]
+
+
+def test_static_config_file_loads_settings_and_drop_ins(tmp_path, settings_data, monkeypatch):
+    """jupyterhub_config.py as JupyterHub loads it, with a site drop-in last."""
+    import shutil
+    from pathlib import Path
+
+    import yaml
+    from traitlets.config.loader import PyFileConfigLoader
+
+    token = tmp_path / "t"
+    token.write_text("x")
+    settings_data["proxy"]["auth_token_file"] = str(token)
+    settings = tmp_path / "hpchub.yaml"
+    settings.write_text(yaml.safe_dump(settings_data))
+    shutil.copy(Path(__file__).parents[2] / "hub_config" / "jupyterhub_config.py", tmp_path)
+    (tmp_path / "jupyterhub_config.d").mkdir()
+    (tmp_path / "jupyterhub_config.d" / "50-site.py").write_text(
+        "c.Spawner.default_url = '/tree'\n")
+    monkeypatch.setenv("HPCHUB_SETTINGS", str(settings))
+    config = PyFileConfigLoader("jupyterhub_config.py", path=str(tmp_path)).load_config()
+    assert config.Spawner.default_url == "/tree"
+    assert config.JupyterHub.cleanup_servers is False
+
+
+def test_invalid_settings_stop_the_static_config(tmp_path, settings_data, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    import yaml
+    from traitlets.config.loader import PyFileConfigLoader
+
+    from hpchub_config.settings import SettingsError
+
+    settings_data["hub"]["admin_user"] = ["typo"]
+    settings = tmp_path / "hpchub.yaml"
+    settings.write_text(yaml.safe_dump(settings_data))
+    shutil.copy(Path(__file__).parents[2] / "hub_config" / "jupyterhub_config.py", tmp_path)
+    monkeypatch.setenv("HPCHUB_SETTINGS", str(settings))
+    with pytest.raises(SettingsError) as info:
+        PyFileConfigLoader("jupyterhub_config.py", path=str(tmp_path)).load_config()
+    assert "hub.admin_user: unknown key (did you mean hub.admin_users?)" in str(info.value)
