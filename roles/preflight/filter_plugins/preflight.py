@@ -50,7 +50,11 @@ def unknown_variables(names, known, prefixes, retired, host):
         if name in known or not any(name.startswith(prefix) for prefix in prefixes):
             continue
         close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-        hint = f" Did you mean {close[0]}?" if close else " Check the spelling against the roles' README.md files."
+        hint = (
+            f" Did you mean {close[0]}?"
+            if close
+            else " Check the spelling against the roles' README.md files."
+        )
         problems.append(f"{name} is not a known variable (host {host}).{hint}")
     return problems
 
@@ -61,7 +65,7 @@ def pick(mapping, keys):
 
 
 def spec_errors(results):
-    """One message per failed validate_argument_spec loop result (registered with failed_when: false)."""
+    """One message per failed validate_argument_spec result (registered with failed_when: false)."""
     messages = []
     for result in results:
         errors = result.get("argument_errors") or []
@@ -74,7 +78,7 @@ def spec_errors(results):
 
 
 def _describe(error):
-    """validate_argument_spec words an unknown key only as "<path>. Supported parameters include: ..."."""
+    """Name the problem: validate_argument_spec words an unknown key as "<path>. Supported ..."."""
     error = error.rstrip(".")
     if "Supported parameters include" in error and not error.lower().startswith("unsupported"):
         error = "unsupported parameter " + error

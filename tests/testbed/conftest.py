@@ -1,0 +1,109 @@
+"""Shared fixtures for the tests that run against the testbed (containers/compose.yml).
+
+Hosts are reached with testinfra's docker backend (`docker exec hpchub-<node>`), so the same tests
+work under Molecule's verifier and under plain `pytest tests/testbed` after `make testbed`.
+Without running containers the tests are skipped; set HPCHUB_REQUIRE_TESTBED=1 (CI does, through
+Molecule) to make that an error instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import testinfra
+
+REPO = Path(__file__).resolve().parents[2]
+TESTBED_INVENTORY_DIR = REPO / "inventories" / "testbed"
+CREDENTIALS_DIR = TESTBED_INVENTORY_DIR / "credentials"
+
+CONTROLLER = "mgmt1"
+LOGIN = "login1"
+COMPUTE_NODES = ("node1", "node2")
+ALL_NODES = (CONTROLLER, LOGIN, *COMPUTE_NODES)
+# The testbed's demo users (inventories/testbed/group_vars/all/cluster.yml).
+DEMO_USERS = {"hubadmin": 2001, "alice": 2002, "bob": 2003}
+DEMO_GROUP = ("hpcusers", 2000)
+
+
+def container(node: str) -> str:
+    return f"hpchub-{node}"
+
+
+def _running_containers() -> set[str]:
+    if shutil.which("docker") is None:
+        return set()
+    result = subprocess.run(
+        ["docker", "ps", "--format", "{{.Names}}"], capture_output=True, text=True, check=False
+    )
+    return set(result.stdout.split()) if result.returncode == 0 else set()
+
+
+@pytest.fixture(scope="session")
+def testbed_nodes() -> dict[str, testinfra.host.Host]:
+    """testinfra hosts of all four nodes, by inventory name."""
+    missing = [container(n) for n in ALL_NODES if container(n) not in _running_containers()]
+    if missing:
+        message = f"testbed containers not running: {', '.join(missing)} (run `make testbed`)"
+        if os.environ.get("HPCHUB_REQUIRE_TESTBED") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return {node: testinfra.get_host(f"docker://{container(node)}") for node in ALL_NODES}
+
+
+@pytest.fixture(scope="session")
+def controller(testbed_nodes):
+    return testbed_nodes[CONTROLLER]
+
+
+@pytest.fixture(scope="session")
+def login(testbed_nodes):
+    return testbed_nodes[LOGIN]
+
+
+@pytest.fixture(scope="session")
+def compute(testbed_nodes):
+    return [testbed_nodes[n] for n in COMPUTE_NODES]
+
+
+@pytest.fixture(scope="session")
+def as_user(login) -> Callable[..., testinfra.backend.base.CommandResult]:
+    """Run a shell command on login1 as a user, in a login shell (like an ssh session)."""
+
+    def run(user: str, command: str, host=None):
+        return (host or login).run("runuser -l %s -c %s", user, command)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def wait_for_idle_nodes(login) -> Callable[[float], dict[str, str]]:
+    """Wait until sinfo on login1 shows every compute node idle; return the last node states."""
+
+    def wait(timeout: float = 60.0) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        states: dict[str, str] = {}
+        while True:
+            result = login.run("sinfo --noheader --Node --format='%N %t'")
+            states = dict(line.split() for line in result.stdout.splitlines() if line.strip())
+            if all(states.get(n) == "idle" for n in COMPUTE_NODES) or time.monotonic() > deadline:
+                return states
+            time.sleep(1)
+
+    return wait
+
+
+@pytest.fixture
+def job_dir(as_user) -> Iterator[str]:
+    """A fresh directory in alice's home for one test's jobs and their output; removed after."""
+    path = f"/home/alice/hpchub-tests/{uuid.uuid4().hex[:12]}"
+    created = as_user("alice", f"mkdir -p {path}")
+    assert created.rc == 0, created.stderr
+    yield path
+    as_user("alice", f"rm -rf {path}")
