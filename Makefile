@@ -15,11 +15,13 @@ PLAYBOOK_ARGS ?=
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(BIN)/.installed: pyproject.toml roles/jupyterhub/files/requirements.txt hub_config/pyproject.toml
+HUB_REQUIREMENTS := roles/jupyterhub/files/requirements.txt roles/jupyterhub_announcement/files/requirements.txt
+
+$(BIN)/.installed: pyproject.toml $(HUB_REQUIREMENTS) hub_config/pyproject.toml
 	@echo "==> creating $(VENV) with the pinned tools (pyproject.toml) and the hub's pinned packages"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/pip install -q --upgrade pip
-	@$(BIN)/pip install -q -e '.[dev]' -r roles/jupyterhub/files/requirements.txt -e hub_config
+	@$(BIN)/pip install -q -e '.[dev]' $(addprefix -r ,$(HUB_REQUIREMENTS)) -e hub_config
 	@touch $@
 
 .PHONY: venv

@@ -202,6 +202,18 @@ class SlurmNotebookSpawner(SlurmSpawner):
         self.clear_state()
         raise SpawnFailed(message)
 
+    async def _accepts_connections(self) -> bool:
+        if not self.port:
+            return False
+        try:
+            _reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.ip, self.port), timeout=2
+            )
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        return True
+
     async def start(self):
         self.ip = self.traits()["ip"].default_value
         self.port = 0
@@ -243,8 +255,12 @@ class SlurmNotebookSpawner(SlurmSpawner):
             self.ip,
             time.monotonic() - started,
         )
+        # batchspawner-singleuser reports its port BEFORE the server starts listening, and
+        # JupyterHub then only waits for HTTP (http_timeout): a server that crashes on
+        # start-up would be noticed minutes later. So wait here until the port accepts
+        # connections, checking every few seconds that the job is still alive.
         last_check = time.monotonic()
-        while self.port == 0:
+        while self.port == 0 or not await self._accepts_connections():
             await asyncio.sleep(self.startup_poll_interval)
             if time.monotonic() - last_check >= self.job_check_interval:
                 last_check = time.monotonic()

@@ -169,20 +169,47 @@ def test_hopeless_pending_job_is_cancelled_at_once(wrapper):
     assert any("scancel 42" in c for c in slurm.commands)
 
 
-def test_running_job_reports_host_and_port(wrapper):
+def test_start_returns_once_the_reported_port_accepts_connections(wrapper):
     child = child_for(wrapper)
-    slurm = FakeSlurm(["RUNNING|node2|None"])
+    slurm = FakeSlurm(["RUNNING|127.0.0.1|None"])
 
-    async def report_port_later():
+    async def scenario():
+        server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
         task = asyncio.ensure_future(child.start())
         await asyncio.sleep(0.05)
-        child.port = 45678
-        return await asyncio.wait_for(task, 5)
+        child.port = port  # what the port-report API does
+        try:
+            return await asyncio.wait_for(task, 5), port
+        finally:
+            server.close()
 
     child.run_command = slurm
     child.startup_poll_interval = 0.01
-    assert asyncio.run(report_port_later()) == ("node2", 45678)
+    (host, port), listening = asyncio.run(scenario())
+    assert (host, port) == ("127.0.0.1", listening)
     assert all(c.startswith("/usr/bin/sudo -E -u alice /usr/bin/") for c in slurm.commands)
+
+
+def test_server_that_crashes_after_reporting_its_port_fails_fast(wrapper):
+    """batchspawner-singleuser reports the port before the server listens."""
+    child = child_for(wrapper)
+    slurm = FakeSlurm(["RUNNING|127.0.0.1|None", "RUNNING|127.0.0.1|None", ""],
+                      final_state="FAILED|NonZeroExitCode")
+    child.port = 9  # reported, but nothing will ever listen there
+    child.run_command = slurm
+    child.startup_poll_interval = 0.01
+    child.job_check_interval = 0.01
+
+    async def scenario():
+        task = asyncio.ensure_future(child.start())
+        await asyncio.sleep(0.02)
+        child.port = 9
+        return await asyncio.wait_for(task, 5)
+
+    with pytest.raises(SpawnFailed) as info:
+        asyncio.run(scenario())
+    assert "job 42 ended (FAILED: NonZeroExitCode)" in str(info.value)
 
 
 def test_sbatch_refusal_is_shown_to_the_user(wrapper):
