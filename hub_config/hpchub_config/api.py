@@ -6,8 +6,10 @@ handler sets ANY spawner attribute named in the body: a user's notebook could po
 {"exec_prefix": "..."} and have the hub run that command (see docs/security.md).
 
 This handler accepts exactly {"port": <int 1-65535>}, only with the API token of a
-server that is being spawned, and sets only that server's port. Anything else gets
-400 (bad body) or 403 (not a spawning server's token) and changes nothing.
+server that is being spawned, and sets only that server's port. A body that is not
+exactly that gets 400 before anything else is looked at; a token that is not the token of
+one of the user's servers gets 403; a server that is not starting gets 400. Nothing else
+is ever changed.
 """
 
 from __future__ import annotations
@@ -31,6 +33,16 @@ class PortReportHandler(APIHandler):
 
     @web.authenticated
     async def post(self):
+        try:
+            body = json.loads(self.request.body or b"null")
+        except ValueError as e:
+            raise web.HTTPError(400, "body must be JSON: {\"port\": <integer>}") from e
+        if not isinstance(body, dict) or set(body) != {"port"}:
+            raise web.HTTPError(400, "body must be exactly {\"port\": <integer>}")
+        port = body["port"]
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise web.HTTPError(400, "port must be an integer from 1 to 65535")
+
         user = self.current_user
         token = self.get_auth_token() or ""
         spawner = None
@@ -44,16 +56,6 @@ class PortReportHandler(APIHandler):
             raise web.HTTPError(403, "only a notebook job's own server token may report a port")
         if spawner.pending != "spawn":
             raise web.HTTPError(400, f"server {spawner._log_name} is not starting")
-
-        try:
-            body = json.loads(self.request.body or b"null")
-        except ValueError as e:
-            raise web.HTTPError(400, "body must be JSON: {\"port\": <integer>}") from e
-        if not isinstance(body, dict) or set(body) != {"port"}:
-            raise web.HTTPError(400, "body must be exactly {\"port\": <integer>}")
-        port = body["port"]
-        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-            raise web.HTTPError(400, "port must be an integer from 1 to 65535")
 
         # wrapspawner: the job belongs to the child spawner; set it there (and on the
         # wrapper, whose trait is linked to the child's).

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Spawn latency on the running testbed: REST request -> JupyterLab answering through the proxy.
+
+    make bench                      # 10 sequential spawns as alice, then 4 users at once
+    python benchmarks/spawn_latency.py --spawns 20 --concurrent 0
+
+Measured from the POST (not from its answer: the REST call itself waits up to 10 s) to the
+first 200 from /user/<name>/api/status behind the proxy. Results are printed and written
+to benchmarks/results/spawn-latency-<date>.json; docs/benchmarks.md records the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from tests.testbed.hubclient import HubUser, load_access  # noqa: E402
+
+
+def login(access: dict, name: str, password: str) -> HubUser:
+    user = HubUser(access, name, password)
+    user.login()
+    user.create_token(note="hpchub benchmark")
+    if user.server_model() is not None:
+        user.stop_server()
+    return user
+
+
+def sequential(user: HubUser, spawns: int, profile: str) -> list[float]:
+    results = []
+    for i in range(spawns):
+        seconds = user.start_server({"profile": profile})
+        results.append(seconds)
+        print(f"  spawn {i + 1:2d}/{spawns}: {seconds:5.2f} s", flush=True)
+        user.stop_server()
+    return results
+
+
+def concurrent(users: list[HubUser], profile: str) -> dict[str, float]:
+    results: dict[str, float] = {}
+
+    def run(user: HubUser) -> None:
+        results[user.name] = user.start_server({"profile": profile})
+
+    threads = [threading.Thread(target=run, args=(u,)) for u in users]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for user in users:
+        user.stop_server()
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spawns", type=int, default=10)
+    parser.add_argument("--concurrent", type=int, default=1, help="run the all-users round (0/1)")
+    parser.add_argument("--profile", default="small")
+    args = parser.parse_args()
+
+    access = load_access()
+    alice = login(access, access["users"][0]["name"], access["users"][0]["password"])
+    print(f"{args.spawns} sequential spawns of profile {args.profile!r} as {alice.name}:")
+    times = sequential(alice, args.spawns, args.profile)
+    report = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "profile": args.profile,
+        "sequential_seconds": [round(t, 3) for t in times],
+        "median_seconds": round(statistics.median(times), 3),
+        "min_seconds": round(min(times), 3),
+        "max_seconds": round(max(times), 3),
+    }
+    print(
+        f"median {report['median_seconds']:.2f} s, min {report['min_seconds']:.2f} s, "
+        f"max {report['max_seconds']:.2f} s"
+    )
+    if args.concurrent:
+        everyone = [alice] + [login(access, u["name"], u["password"]) for u in access["users"][1:]]
+        everyone.append(login(access, access["admin"]["name"], access["admin"]["password"]))
+        started = time.monotonic()
+        at_once = concurrent(everyone, args.profile)
+        report["concurrent_users"] = len(everyone)
+        report["concurrent_seconds"] = {k: round(v, 3) for k, v in at_once.items()}
+        report["concurrent_all_ready_seconds"] = round(time.monotonic() - started, 3)
+        print(f"{len(everyone)} users at once: all ready in {report['concurrent_all_ready_seconds']:.2f} s")
+
+    out = HERE / "results" / f"spawn-latency-{datetime.date.today().isoformat()}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written to {out.relative_to(HERE.parent)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Running notebooks survive what admins do to the hub: restarts of the hub and the proxy."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from .hubclient import node_exec, slurm_jobs
+
+pytestmark = pytest.mark.testbed
+
+
+HUB_API_PROBE = (
+    "python3 -c \"import urllib.request as u; print(u.urlopen('http://127.0.0.1:8081/hub/api/',"
+    " timeout=3).status)\" 2>/dev/null || true"
+)
+
+
+def hub_api_answers() -> bool:
+    return node_exec("login1", HUB_API_PROBE).strip() == "200"
+
+
+def wait_hub_api(timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if hub_api_answers():
+            return
+        time.sleep(0.5)
+    raise AssertionError("the hub API did not come back")
+
+
+def test_running_session_survives_a_hub_restart(alice, alice_server):
+    job = alice_server["job"]
+    before = alice.run_code("import os; print(os.getpid())").strip()
+    node_exec("login1", "systemctl restart jupyterhub")
+    wait_hub_api()
+    # Same job, same server: the kernel's server process is the one from before the restart.
+    assert [j.job_id for j in slurm_jobs("alice")] == [job.job_id]
+    model = alice.server_model()
+    assert model is not None and model["ready"]
+    alice.wait_reachable(timeout=30)
+    assert alice.run_code("print('still here')").strip() == "still here"
+    assert before  # a kernel ran before the restart too
+
+
+def test_routes_come_back_within_seconds_after_a_proxy_restart(alice, alice_server):
+    """Stock JupyterHub re-adds an external proxy's routes only every 5 minutes."""
+    node_exec("login1", "systemctl restart jupyterhub-proxy")
+    restarted = time.monotonic()
+    deadline = restarted + 60
+    status = None
+    while time.monotonic() < deadline:
+        try:
+            status = alice.server_api("GET", "api/status", timeout=5).status_code
+        except Exception:  # noqa: BLE001 - the proxy is still starting
+            status = None
+        if status == 200:
+            break
+        time.sleep(0.25)
+    seconds = time.monotonic() - restarted
+    assert status == 200, f"alice's route did not come back within 60 s (last status {status})"
+    print(f"\nroute restored {seconds:.1f} s after the proxy restart")
+    log = node_exec("login1", "journalctl -u jupyterhub --since '-2min' --no-pager")
+    assert "The proxy lost its routes" in log
+
+
+def test_hub_restarts_itself_after_a_crash(alice_server):
+    pid = node_exec("login1", "systemctl show -p MainPID --value jupyterhub").strip()
+    node_exec("login1", f"kill -9 {pid}")
+    time.sleep(4)  # RestartSec=3
+    wait_hub_api()
+    new_pid = node_exec("login1", "systemctl show -p MainPID --value jupyterhub").strip()
+    assert new_pid not in ("0", pid)
+    assert alice_server["job"].job_id in {j.job_id for j in slurm_jobs("alice")}
