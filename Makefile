@@ -63,12 +63,16 @@ lint: venv ## yamllint, ansible-lint (production profile), ruff
 unit: venv ## Unit tests (hub_config, inventory validation); no testbed needed
 	pytest tests/unit
 
+.PHONY: browser
+browser: ## Make sure Debian's chromium is there for the browser tests (installs it when root)
+	@tools/ensure-chromium.sh
+
 .PHONY: molecule
-molecule: venv engine ## Molecule: create testbed, converge, idempotence, verify (testinfra + e2e), destroy
+molecule: venv engine browser ## Molecule: create testbed, converge, idempotence, verify (testinfra + e2e), destroy
 	molecule test
 
 .PHONY: e2e
-e2e: venv ## Run the testbed tests against an already running testbed (make testbed first)
+e2e: venv browser ## Run the testbed tests against an already running testbed (make testbed first)
 	pytest tests/testbed
 
 .PHONY: test

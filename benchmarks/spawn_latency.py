@@ -92,7 +92,8 @@ def main() -> int:
         report["concurrent_users"] = len(everyone)
         report["concurrent_seconds"] = {k: round(v, 3) for k, v in at_once.items()}
         report["concurrent_all_ready_seconds"] = round(time.monotonic() - started, 3)
-        print(f"{len(everyone)} users at once: all ready in {report['concurrent_all_ready_seconds']:.2f} s")
+        all_ready = report["concurrent_all_ready_seconds"]
+        print(f"{len(everyone)} users at once: all ready in {all_ready:.2f} s")
 
     out = HERE / "results" / f"spawn-latency-{datetime.date.today().isoformat()}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")

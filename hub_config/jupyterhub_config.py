@@ -11,5 +11,7 @@ from hpchub_config import configure, load_settings
 settings_path = os.environ.get("HPCHUB_SETTINGS", "/etc/jupyterhub/hpchub.yaml")
 configure(c, load_settings(settings_path), settings_path)  # noqa: F821 - c is the config
 
-for drop_in in sorted(glob.glob(os.path.join(os.path.dirname(__file__), "jupyterhub_config.d", "*.py"))):
+for drop_in in sorted(
+    glob.glob(os.path.join(os.path.dirname(__file__), "jupyterhub_config.d", "*.py"))
+):
     load_subconfig(drop_in)  # noqa: F821 - provided by traitlets' config loader

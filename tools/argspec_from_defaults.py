@@ -5,7 +5,7 @@ Each variable's description is the comment line(s) above it in defaults; types a
 guessed from the default value (review them). tests/unit/test_roles.py keeps the two
 key sets in step afterwards.
 
-    tools/argspec_from_defaults.py roles/jupyterhub "Short description" > roles/jupyterhub/meta/argument_specs.yml
+    tools/argspec_from_defaults.py roles/ROLE "Short text" > roles/ROLE/meta/argument_specs.yml
 """
 
 import sys
@@ -43,6 +43,13 @@ def type_of(value) -> dict:
     return {"type": "str"}
 
 
+class _IndentedDumper(yaml.SafeDumper):
+    """Indent list items under their key (what yamllint and ansible-lint expect)."""
+
+    def increase_indent(self, flow=False, indentless=False):
+        return super().increase_indent(flow, False)
+
+
 def main() -> None:
     role = Path(sys.argv[1])
     short = sys.argv[2] if len(sys.argv) > 2 else f"Role {role.name}"
@@ -54,7 +61,7 @@ def main() -> None:
         options[key] = {**type_of(value), "description": comments.get(key, "") or key}
     spec = {"argument_specs": {"main": {"short_description": short, "options": options}}}
     print("---")
-    print(yaml.safe_dump(spec, sort_keys=False, width=110), end="")
+    print(yaml.dump(spec, Dumper=_IndentedDumper, sort_keys=False, width=110), end="")
 
 
 if __name__ == "__main__":

@@ -36,9 +36,9 @@ class PortReportHandler(APIHandler):
         try:
             body = json.loads(self.request.body or b"null")
         except ValueError as e:
-            raise web.HTTPError(400, "body must be JSON: {\"port\": <integer>}") from e
+            raise web.HTTPError(400, 'body must be JSON: {"port": <integer>}') from e
         if not isinstance(body, dict) or set(body) != {"port"}:
-            raise web.HTTPError(400, "body must be exactly {\"port\": <integer>}")
+            raise web.HTTPError(400, 'body must be exactly {"port": <integer>}')
         port = body["port"]
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             raise web.HTTPError(400, "port must be an integer from 1 to 65535")

@@ -81,7 +81,9 @@ def parse_sinfo(output: str) -> dict[str, Partition]:
         _node, part, cpus, memory, gres, limit, avail, state = fields
         default = part.endswith("*")
         name = part.rstrip("*")
-        usable = not any(state.lower().rstrip("*~#!%$@^-").startswith(s) for s in _UNUSABLE_NODE_STATES)
+        usable = not any(
+            state.lower().rstrip("*~#!%$@^-").startswith(s) for s in _UNUSABLE_NODE_STATES
+        )
         nodes.setdefault(name, []).append(
             (int(cpus.rstrip("+")), int(memory.rstrip("+")), parse_gpu_count(gres), usable)
         )

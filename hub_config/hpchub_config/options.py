@@ -169,7 +169,7 @@ def resolve_request(
     if user_options is None:
         user_options = {}
     if not isinstance(user_options, dict):
-        raise OptionsError("options must be a JSON object such as {\"profile\": \"...\"}")
+        raise OptionsError('options must be a JSON object such as {"profile": "..."}')
     unknown = sorted(str(k) for k in user_options if k not in OPTION_NAMES)
     if unknown:
         raise OptionsError(

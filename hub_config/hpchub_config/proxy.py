@@ -29,7 +29,9 @@ class WatchedProxy(ConfigurableHTTPProxy):
         # JupyterHub calls this once at start-up, after the proxy answered: the moment
         # to start watching.
         if self._watcher is None and not self.should_start:
-            self._watcher = PeriodicCallback(self.restore_lost_routes, 1e3 * self.route_check_interval)
+            self._watcher = PeriodicCallback(
+                self.restore_lost_routes, 1e3 * self.route_check_interval
+            )
             self._watcher.start()
             self.log.info(
                 "Watching the external proxy's routes every %.1f s", self.route_check_interval
@@ -53,4 +55,3 @@ class WatchedProxy(ConfigurableHTTPProxy):
             self.log.debug("Proxy route check failed: %s", e)
         finally:
             self._restoring = False
-

@@ -53,7 +53,7 @@ class HubSettings:
     public_url: str = ""  # the users' URL (https://hub.example.org/); "" = not set
     state_dir: str = "/var/lib/jupyterhub"  # database and cookie secret
     db_url: str = ""  # "" = sqlite in state_dir
-    cookie_secret_file: str = "/var/lib/jupyterhub/jupyterhub_cookie_secret"
+    cookie_secret_file: str = "/var/lib/jupyterhub/jupyterhub_cookie_secret"  # noqa: S105
     admin_users: list[str] = field(default_factory=list)
     allowed_groups: list[str] = field(default_factory=list)  # [] = every local user
     min_uid: int = 1000  # accounts below this uid (system accounts) may never log in
@@ -81,7 +81,7 @@ class ProxySettings:
     """configurable-http-proxy, running as its own systemd service."""
 
     api_url: str = "http://127.0.0.1:8001"
-    auth_token_file: str = "/etc/jupyterhub/secrets/proxy_auth_token"
+    auth_token_file: str = "/etc/jupyterhub/secrets/proxy_auth_token"  # noqa: S105
     route_check_interval: float = 2.0  # seconds between checks that the proxy kept its routes
 
     def check(self, path: str, problems: list[tuple[str, str]]) -> None:
@@ -185,7 +185,7 @@ class AnnouncementSettings:
     enabled: bool = True
     port: int = 8888
     persist_path: str = "/var/lib/jupyterhub/announcements.json"
-    cookie_secret_file: str = "/var/lib/jupyterhub/announcement_cookie_secret"
+    cookie_secret_file: str = "/var/lib/jupyterhub/announcement_cookie_secret"  # noqa: S105
     lifetime_days: float = 7.0
     fixed_message: str = ""
     seed: list[SeededAnnouncement] = field(default_factory=list)
@@ -356,7 +356,9 @@ def check_fragment(path: str | Path) -> None:
     for key, value in data.items():
         if key not in hints:
             hint = difflib.get_close_matches(str(key), list(hints), n=1)
-            problems.append((key, "unknown section" + (f" (did you mean {hint[0]}?)" if hint else "")))
+            problems.append(
+                (key, "unknown section" + (f" (did you mean {hint[0]}?)" if hint else ""))
+            )
         else:
             _convert(hints[key], value, key, problems)
     if problems:

@@ -98,14 +98,12 @@ class SlurmNotebookSpawner(SlurmSpawner):
     """One notebook server as one Slurm job (a batchspawner.SlurmSpawner, hardened)."""
 
     hub_name = Unicode("hpchub", help="Name of the hub, part of the job name").tag(config=True)
-    notebook_env = Unicode(
-        help="Prefix of the notebook environment on the compute nodes"
-    ).tag(config=True)
-    job_log_dir = Unicode(".hpchub/logs", help="Job log folder, relative to home").tag(config=True)
-    slurm_bin_dir = Unicode("/usr/bin", help="Where sbatch/squeue/scancel live").tag(config=True)
-    sudo = Unicode("/usr/bin/sudo", help="sudo, to run Slurm commands as the user").tag(
+    notebook_env = Unicode(help="Prefix of the notebook environment on the compute nodes").tag(
         config=True
     )
+    job_log_dir = Unicode(".hpchub/logs", help="Job log folder, relative to home").tag(config=True)
+    slurm_bin_dir = Unicode("/usr/bin", help="Where sbatch/squeue/scancel live").tag(config=True)
+    sudo = Unicode("/usr/bin/sudo", help="sudo, to run Slurm commands as the user").tag(config=True)
     job_check_interval = Float(
         2.0, help="While waiting for the server's port: seconds between job state checks"
     ).tag(config=True)
@@ -297,17 +295,16 @@ class SlurmNotebookSpawner(SlurmSpawner):
 
 def profile_specs(profiles: list[dict]) -> list[ProfileSpec]:
     return [
-        ProfileSpec(**{**p, "sbatch_options": tuple(p.get("sbatch_options", ()))})
-        for p in profiles
+        ProfileSpec(**{**p, "sbatch_options": tuple(p.get("sbatch_options", ()))}) for p in profiles
     ]
 
 
 class ProfilesSlurmSpawner(ProfilesSpawner):
     """The profile menu + resource form; each choice becomes a SlurmNotebookSpawner."""
 
-    hpc_profiles = List(
-        Dict(), help="Profiles: dicts with the fields of options.ProfileSpec"
-    ).tag(config=True)
+    hpc_profiles = List(Dict(), help="Profiles: dicts with the fields of options.ProfileSpec").tag(
+        config=True
+    )
     allow_custom_resources = Bool(True).tag(config=True)
     allowed_partitions = List(Unicode(), help="Partitions offered; [] = all").tag(config=True)
     max_walltime_hours = Float(24.0).tag(config=True)
@@ -459,4 +456,3 @@ class ProfilesSlurmSpawner(ProfilesSpawner):
         return f"{r['profile']}: {r['cores']} cores, {r['memory_gb']} GB, " + format_walltime(
             r["walltime_minutes"]
         )
-

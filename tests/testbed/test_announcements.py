@@ -8,9 +8,8 @@ import uuid
 
 import pytest
 
-from .hubclient import HubUser
+from .hubclient import HubUser, node_exec
 from .test_hub_restarts import wait_hub_api
-from .hubclient import node_exec
 
 pytestmark = pytest.mark.testbed
 

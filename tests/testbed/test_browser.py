@@ -57,7 +57,9 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
-def test_researcher_logs_in_sees_the_banner_and_starts_jupyterlab(page, access, admin, bob, no_server):
+def test_researcher_logs_in_sees_the_banner_and_starts_jupyterlab(
+    page, access, admin, bob, no_server
+):
     notice = f"Scheduled maintenance on Friday ({uuid.uuid4().hex[:6]})"
     assert post_announcement(admin, notice).status_code == 200
     password = next(u["password"] for u in access["users"] if u["name"] == "bob")

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.testbed
 
 HUB_API_PROBE = (
     "python3 -c \"import urllib.request as u; print(u.urlopen('http://127.0.0.1:8081/hub/api/',"
-    " timeout=3).status)\" 2>/dev/null || true"
+    ' timeout=3).status)" 2>/dev/null || true'
 )
 
 

@@ -18,8 +18,9 @@ def post_from_the_job(user, body: str, token_expr: str = "os.environ['JUPYTERHUB
         f"""
         import os, urllib.request, urllib.error
         url = os.environ['JUPYTERHUB_API_URL'].rstrip('/') + '/batchspawner'
-        req = urllib.request.Request(url, data={body!r}.encode(), method='POST',
-            headers={{'Authorization': 'token ' + {token_expr}, 'Content-Type': 'application/json'}})
+        headers = {{'Authorization': 'token ' + {token_expr},
+                   'Content-Type': 'application/json'}}
+        req = urllib.request.Request(url, data={body!r}.encode(), method='POST', headers=headers)
         try:
             print(urllib.request.urlopen(req, timeout=10).status)
         except urllib.error.HTTPError as e:
@@ -121,7 +122,9 @@ def test_proxy_api_listens_on_localhost_only():
     sockets = node_exec("login1", "ss -ltnH")
     listeners = {line.split()[3] for line in sockets.splitlines()}
     assert "127.0.0.1:8001" in listeners
-    assert not any(addr.endswith(":8001") and not addr.startswith("127.0.0.1") for addr in listeners)
+    assert not any(
+        addr.endswith(":8001") and not addr.startswith("127.0.0.1") for addr in listeners
+    )
 
 
 def test_hub_serves_https_only_with_its_certificate(access):

@@ -64,7 +64,9 @@ def test_jupyterlab_is_reachable_through_the_proxy(alice, alice_server):
 
 
 def test_kernel_runs_on_the_compute_node_of_the_job(alice, alice_server):
-    output = alice.run_code("import socket, getpass; print(socket.gethostname(), getpass.getuser())")
+    output = alice.run_code(
+        "import socket, getpass; print(socket.gethostname(), getpass.getuser())"
+    )
     assert output.split() == [alice_server["job"].node, "alice"]
 
 
@@ -97,7 +99,9 @@ def test_jupyterlmod_lists_and_loads_site_modules(alice, alice_server):
     assert any(m.startswith("hello/") for m in alice.server_api("GET", "module").json())
     # Kernels started after the load see the module's environment.
     output = alice.run_code(
-        "import os, shutil; print(os.environ.get('HELLO_GREETING')); print(bool(shutil.which('hello')))"
+        "import os, shutil\n"
+        "print(os.environ.get('HELLO_GREETING'))\n"
+        "print(bool(shutil.which('hello')))"
     )
     assert output.splitlines() == ["Hello from hpchub", "True"]
     alice.server_api("DELETE", "module", json={"modules": ["hello"]})
@@ -127,8 +131,14 @@ def test_spawn_form_starts_the_chosen_profile_with_custom_cores(alice, no_server
     xsrf = alice.session.cookies.get("_xsrf", path="/hub/")
     response = alice.session.post(
         f"{alice.base}/hub/spawn",
-        data={"profile": "medium", "partition": "batch", "cores": "3", "memory_gb": "4",
-              "walltime_hours": "2", "_xsrf": xsrf},
+        data={
+            "profile": "medium",
+            "partition": "batch",
+            "cores": "3",
+            "memory_gb": "4",
+            "walltime_hours": "2",
+            "_xsrf": xsrf,
+        },
         timeout=60,
     )
     assert response.status_code == 200
@@ -143,8 +153,14 @@ def test_spawn_form_shows_the_reason_for_an_invalid_choice(alice, no_server):
     xsrf = alice.session.cookies.get("_xsrf", path="/hub/")
     response = alice.session.post(
         f"{alice.base}/hub/spawn",
-        data={"profile": "small", "partition": "batch", "cores": "64", "memory_gb": "2",
-              "walltime_hours": "1", "_xsrf": xsrf},
+        data={
+            "profile": "small",
+            "partition": "batch",
+            "cores": "64",
+            "memory_gb": "2",
+            "walltime_hours": "1",
+            "_xsrf": xsrf,
+        },
         timeout=60,
     )
     assert "64 cores requested, but nodes in partition batch have at most 4" in response.text

@@ -4,9 +4,8 @@ import copy
 import types
 
 import pytest
-from traitlets.config import Config
-
 from hpchub_config.cluster import Partition
+from traitlets.config import Config
 
 BASE_SETTINGS = {
     "hub": {
@@ -92,10 +91,23 @@ def fake_hub():
 def spawner_config():
     c = Config()
     c.ProfilesSlurmSpawner.hpc_profiles = [
-        {"key": "small", "display_name": "Small", "partition": "batch", "cores": 1,
-         "memory_gb": 2, "walltime_hours": 1.0},
-        {"key": "medium", "display_name": "Medium", "partition": "batch", "cores": 2,
-         "memory_gb": 4, "walltime_hours": 4.0, "sbatch_options": ["--qos=interactive"]},
+        {
+            "key": "small",
+            "display_name": "Small",
+            "partition": "batch",
+            "cores": 1,
+            "memory_gb": 2,
+            "walltime_hours": 1.0,
+        },
+        {
+            "key": "medium",
+            "display_name": "Medium",
+            "partition": "batch",
+            "cores": 2,
+            "memory_gb": 4,
+            "walltime_hours": 4.0,
+            "sbatch_options": ["--qos=interactive"],
+        },
     ]
     c.SlurmNotebookSpawner.hub_name = "testhub"
     c.SlurmNotebookSpawner.notebook_env = "/opt/env"

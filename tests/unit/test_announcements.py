@@ -13,14 +13,22 @@ def test_seeds_are_added_once(tmp_path):
     assert seed_queue(queue, ["Maintenance on <b>Monday</b>"], now=NOW) == 1
     assert seed_queue(queue, ["Maintenance on <b>Monday</b>"], now=NOW) == 0
     entries = json.loads(queue.read_text())
-    assert entries == [{"user": SEED_AUTHOR, "announcement": "Maintenance on <strong>Monday</strong>",
-                        "timestamp": "2026-11-25T12:00:00"}]
+    assert entries == [
+        {
+            "user": SEED_AUTHOR,
+            "announcement": "Maintenance on <strong>Monday</strong>",
+            "timestamp": "2026-11-25T12:00:00",
+        }
+    ]
 
 
 def test_admin_posts_are_kept_and_new_seeds_appended(tmp_path):
     queue = tmp_path / "announcements.json"
-    queue.write_text(json.dumps([{"user": "hubadmin", "announcement": "Welcome",
-                                  "timestamp": "2026-11-24T10:00:00"}]))
+    queue.write_text(
+        json.dumps(
+            [{"user": "hubadmin", "announcement": "Welcome", "timestamp": "2026-11-24T10:00:00"}]
+        )
+    )
     assert seed_queue(queue, ["Scheduled downtime"], now=NOW) == 1
     texts = [e["announcement"] for e in json.loads(queue.read_text())]
     assert texts == ["Welcome", "Scheduled downtime"]

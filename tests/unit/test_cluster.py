@@ -1,7 +1,6 @@
 """Reading partitions and limits from sinfo output."""
 
 import pytest
-
 from hpchub_config.cluster import (
     ClusterQueryError,
     parse_gpu_count,
@@ -21,16 +20,29 @@ old1|legacy|2|2000|(null)|UNLIMITED|down|idle
 
 @pytest.mark.parametrize(
     "text, minutes",
-    [("8:00:00", 480), ("1-00:00:00", 1440), ("30", 30), ("45:30", 46), ("UNLIMITED", None),
-     ("infinite", None), ("2-12:30:00", 3630)],
+    [
+        ("8:00:00", 480),
+        ("1-00:00:00", 1440),
+        ("30", 30),
+        ("45:30", 46),
+        ("UNLIMITED", None),
+        ("infinite", None),
+        ("2-12:30:00", 3630),
+    ],
 )
 def test_slurm_time_limits(text, minutes):
     assert parse_slurm_time(text) == minutes
 
 
 @pytest.mark.parametrize(
-    "gres, count", [("(null)", 0), ("gpu:4", 4), ("gpu:a100:4(S:0-1)", 4),
-                    ("gpu:a100:2,gpu:v100:1", 3), ("shard:8", 0)],
+    "gres, count",
+    [
+        ("(null)", 0),
+        ("gpu:4", 4),
+        ("gpu:a100:4(S:0-1)", 4),
+        ("gpu:a100:2,gpu:v100:1", 3),
+        ("shard:8", 0),
+    ],
 )
 def test_gpu_counts(gres, count):
     assert parse_gpu_count(gres) == count

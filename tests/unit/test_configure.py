@@ -1,10 +1,9 @@
 """Settings -> JupyterHub configuration, and the pieces it installs."""
 
 import pytest
-from traitlets.config import Config
-
 from hpchub_config import configure
 from hpchub_config.settings import settings_from_dict
+from traitlets.config import Config
 
 
 @pytest.fixture
@@ -62,15 +61,15 @@ def test_services_get_minimal_scopes(config):
     (role,) = config.JupyterHub.load_roles
     assert role["services"] == ["idle-culler"]
     assert sorted(role["scopes"]) == sorted(
-        ["list:users", "read:users:activity", "read:servers", "delete:servers"])
+        ["list:users", "read:users:activity", "read:servers", "delete:servers"]
+    )
     assert "--timeout=3600" in services["idle-culler"]["command"]
     assert any(p.endswith("hpchub_config/templates") for p in config.JupyterHub.template_paths)
 
 
 def test_batchspawner_port_api_is_replaced(config):
-    from jupyterhub import apihandlers
-
     from hpchub_config.api import PortReportHandler
+    from jupyterhub import apihandlers
 
     routes = [h for h in apihandlers.default_handlers if h[0] == "/api/batchspawner"]
     assert routes == [("/api/batchspawner", PortReportHandler)]
@@ -92,7 +91,8 @@ def test_static_config_file_loads_settings_and_drop_ins(tmp_path, settings_data,
     shutil.copy(Path(__file__).parents[2] / "hub_config" / "jupyterhub_config.py", tmp_path)
     (tmp_path / "jupyterhub_config.d").mkdir()
     (tmp_path / "jupyterhub_config.d" / "50-site.py").write_text(
-        "c.Spawner.default_url = '/tree'\n")
+        "c.Spawner.default_url = '/tree'\n"
+    )
     monkeypatch.setenv("HPCHUB_SETTINGS", str(settings))
     config = PyFileConfigLoader("jupyterhub_config.py", path=str(tmp_path)).load_config()
     assert config.Spawner.default_url == "/tree"
@@ -104,9 +104,8 @@ def test_invalid_settings_stop_the_static_config(tmp_path, settings_data, monkey
     from pathlib import Path
 
     import yaml
-    from traitlets.config.loader import PyFileConfigLoader
-
     from hpchub_config.settings import SettingsError
+    from traitlets.config.loader import PyFileConfigLoader
 
     settings_data["hub"]["admin_user"] = ["typo"]
     settings = tmp_path / "hpchub.yaml"

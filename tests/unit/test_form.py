@@ -29,8 +29,14 @@ def test_no_gpu_field_without_gpus_and_no_resources_when_fixed(partitions):
 
 
 def test_previous_choice_is_preselected_and_accounts_offered(partitions):
-    html = render_form(PROFILES, partitions, allow_custom_resources=True, max_walltime_hours=24,
-                       accounts=["physics", "chem"], selected={"profile": "big"})
+    html = render_form(
+        PROFILES,
+        partitions,
+        allow_custom_resources=True,
+        max_walltime_hours=24,
+        accounts=["physics", "chem"],
+        selected={"profile": "big"},
+    )
     assert 'value="big" data-partition="batch"' in html
     assert 'data-gpus="0" selected>Big' in html
     assert 'name="account"' in html and 'value="chem"' in html

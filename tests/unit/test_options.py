@@ -1,14 +1,26 @@
 """User options (form and REST API) -> a validated Slurm request, or a clear refusal."""
 
 import pytest
-
 from hpchub_config.options import OptionsError, ProfileSpec, resolve_request
 
 PROFILES = [
-    ProfileSpec(key="small", display_name="Small", partition="batch", cores=1, memory_gb=2,
-                walltime_hours=1.0),
-    ProfileSpec(key="big", display_name="Big", partition="batch", cores=2, memory_gb=4,
-                walltime_hours=4.0, sbatch_options=("--qos=interactive",)),
+    ProfileSpec(
+        key="small",
+        display_name="Small",
+        partition="batch",
+        cores=1,
+        memory_gb=2,
+        walltime_hours=1.0,
+    ),
+    ProfileSpec(
+        key="big",
+        display_name="Big",
+        partition="batch",
+        cores=2,
+        memory_gb=4,
+        walltime_hours=4.0,
+        sbatch_options=("--qos=interactive",),
+    ),
 ]
 
 
@@ -25,7 +37,11 @@ def refusal(options, partitions, **kwargs):
 def test_no_options_means_the_first_profile(partitions):
     request = resolve({}, partitions)
     assert (request.profile, request.partition, request.cores, request.memory_gb) == (
-        "small", "batch", 1, 2)
+        "small",
+        "batch",
+        1,
+        2,
+    )
     assert request.walltime_minutes == 60
 
 
@@ -36,10 +52,13 @@ def test_profile_values_and_its_sbatch_options(partitions):
 
 
 def test_form_strings_and_api_numbers_mean_the_same(partitions):
-    from_form = resolve({"profile": ["small"], "cores": ["3"], "memory_gb": ["6"],
-                         "walltime_hours": ["1.5"]}, partitions)
-    from_api = resolve({"profile": "small", "cores": 3, "memory_gb": 6,
-                        "walltime_hours": 1.5}, partitions)
+    from_form = resolve(
+        {"profile": ["small"], "cores": ["3"], "memory_gb": ["6"], "walltime_hours": ["1.5"]},
+        partitions,
+    )
+    from_api = resolve(
+        {"profile": "small", "cores": 3, "memory_gb": 6, "walltime_hours": 1.5}, partitions
+    )
     assert from_form == from_api
     assert from_api.walltime_minutes == 90
 

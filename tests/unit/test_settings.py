@@ -5,7 +5,6 @@ import sys
 
 import pytest
 import yaml
-
 from hpchub_config.settings import SettingsError, load_settings, settings_from_dict
 
 
@@ -28,7 +27,9 @@ def test_valid_settings_load_with_defaults(settings_data):
 def test_misspelled_key_is_named_with_a_suggestion(settings_data):
     settings_data["spawner"]["profiles"][1]["memroy_gb"] = 4
     problems = problems_of(settings_data)
-    assert problems == {"spawner.profiles[1].memroy_gb": "unknown key (did you mean spawner.profiles[1].memory_gb?)"}
+    assert problems == {
+        "spawner.profiles[1].memroy_gb": "unknown key (did you mean spawner.profiles[1].memory_gb?)"
+    }
 
 
 def test_unknown_section_is_an_error(settings_data):

@@ -4,14 +4,19 @@ import asyncio
 
 import pytest
 from conftest import fake_hub, fake_user
-from tornado import web
-
 from hpchub_config.options import OptionsError
 from hpchub_config.spawner import ProfilesSlurmSpawner, SlurmNotebookSpawner, SpawnFailed
+from tornado import web
 
 REQUEST = {
-    "profile": "medium", "partition": "batch", "cores": 2, "memory_gb": 4,
-    "walltime_minutes": 240, "gpus": 0, "account": "", "sbatch_options": ["--qos=interactive"],
+    "profile": "medium",
+    "partition": "batch",
+    "cores": 2,
+    "memory_gb": 4,
+    "walltime_minutes": 240,
+    "gpus": 0,
+    "account": "",
+    "sbatch_options": ["--qos=interactive"],
 }
 
 
@@ -113,8 +118,9 @@ def test_form_errors_come_back_as_value_errors(wrapper, partitions, monkeypatch)
         return partitions
 
     monkeypatch.setattr(wrapper.cluster, "partitions", fake_partitions)
-    options = asyncio.run(wrapper.options_from_form(
-        {"profile": ["medium"], "cores": ["3"], "_xsrf": ["x"]}))
+    options = asyncio.run(
+        wrapper.options_from_form({"profile": ["medium"], "cores": ["3"], "_xsrf": ["x"]})
+    )
     assert options == {"profile": "medium", "cores": "3"}
     with pytest.raises(ValueError) as info:
         asyncio.run(wrapper.options_from_form({"profile": ["medium"], "cores": ["64"]}))
@@ -194,8 +200,10 @@ def test_start_returns_once_the_reported_port_accepts_connections(wrapper):
 def test_server_that_crashes_after_reporting_its_port_fails_fast(wrapper):
     """batchspawner-singleuser reports the port before the server listens."""
     child = child_for(wrapper)
-    slurm = FakeSlurm(["RUNNING|127.0.0.1|None", "RUNNING|127.0.0.1|None", ""],
-                      final_state="FAILED|NonZeroExitCode")
+    slurm = FakeSlurm(
+        ["RUNNING|127.0.0.1|None", "RUNNING|127.0.0.1|None", ""],
+        final_state="FAILED|NonZeroExitCode",
+    )
     child.port = 9  # reported, but nothing will ever listen there
     child.run_command = slurm
     child.startup_poll_interval = 0.01
