@@ -47,7 +47,7 @@ converge: venv ## Re-run the playbooks against the running testbed
 .PHONY: testbed-down
 testbed-down: ## Remove the testbed (containers, network, volumes, .testbed/)
 	@tools/testbed.sh down
-	@rm -rf .testbed inventories/testbed/credentials
+	@rm -rf .testbed
 
 .PHONY: shell
 shell: ## Shell on a testbed node: make shell NODE=login1

@@ -20,7 +20,7 @@ import testinfra
 
 REPO = Path(__file__).resolve().parents[2]
 TESTBED_INVENTORY_DIR = REPO / "inventories" / "testbed"
-CREDENTIALS_DIR = TESTBED_INVENTORY_DIR / "credentials"
+CREDENTIALS_DIR = REPO / ".testbed" / "credentials"  # testbed_credentials_dir
 
 CONTROLLER = "mgmt1"
 LOGIN = "login1"
