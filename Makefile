@@ -19,7 +19,13 @@ HUB_REQUIREMENTS := roles/jupyterhub/files/requirements.txt roles/jupyterhub_ann
 
 $(BIN)/.installed: pyproject.toml $(HUB_REQUIREMENTS) hub_config/pyproject.toml
 	@echo "==> creating $(VENV) with the pinned tools (pyproject.toml) and the hub's pinned packages"
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  rm -rf $(VENV); \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "==> installing python3-venv (Debian's python3 comes without venv)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; \
+	    $(PYTHON) -m venv $(VENV); \
+	  else echo "ERROR: '$(PYTHON) -m venv' failed: install python3-venv (Debian/Ubuntu) and retry" >&2; exit 1; fi; }
 	@$(BIN)/pip install -q --upgrade pip
 	@$(BIN)/pip install -q -e '.[dev]' $(addprefix -r ,$(HUB_REQUIREMENTS)) -e hub_config
 	@touch $@
@@ -61,7 +67,7 @@ lint: venv ## yamllint, ansible-lint (production profile), ruff
 
 .PHONY: unit
 unit: venv ## Unit tests (hub_config, inventory validation); no testbed needed
-	pytest tests/unit
+	pytest tests/unit --junitxml=.cache/test-results/unit.xml
 
 .PHONY: browser
 browser: ## Make sure Debian's chromium is there for the browser tests (installs it when root)
@@ -77,11 +83,12 @@ e2e: venv browser ## Run the testbed tests against an already running testbed (m
 
 .PHONY: test
 test: ## The whole suite: lint + unit + molecule (brings up everything it needs)
-	@start=$$(date +%s); \
+	@start=$$(date +%s); rm -rf .cache/test-results; \
 	$(MAKE) --no-print-directory lint; \
 	$(MAKE) --no-print-directory unit; \
 	$(MAKE) --no-print-directory molecule; \
-	echo "==> make test finished in $$(( $$(date +%s) - start )) s"
+	echo "==> make test finished in $$(( $$(date +%s) - start )) s"; \
+	$(BIN)/python tools/test-summary.py .cache/test-results/unit.xml .cache/test-results/testbed.xml
 
 .PHONY: bench
 bench: venv ## Benchmarks against the running testbed (spawn latency); writes benchmarks/results/
