@@ -30,20 +30,21 @@ def _stop_if_running(user: HubUser) -> None:
         user.stop_server()
 
 
-@pytest.fixture(scope="session")
-def alice(access) -> HubUser:
-    entry = access["users"][0]
-    user = _logged_in(access, entry["name"], entry["password"])
+def _demo_user(access: dict, name: str):
+    entry = next(u for u in access["users"] if u["name"] == name)
+    user = _logged_in(access, name, entry["password"])
     yield user
     _stop_if_running(user)
+
+
+@pytest.fixture(scope="session")
+def alice(access) -> HubUser:
+    yield from _demo_user(access, "alice")
 
 
 @pytest.fixture(scope="session")
 def bob(access) -> HubUser:
-    entry = access["users"][1]
-    user = _logged_in(access, entry["name"], entry["password"])
-    yield user
-    _stop_if_running(user)
+    yield from _demo_user(access, "bob")
 
 
 @pytest.fixture(scope="session")

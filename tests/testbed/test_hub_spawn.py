@@ -127,19 +127,15 @@ def test_spawn_form_offers_profiles_and_partition_limits_from_slurm(alice, no_se
     assert "batch: up to 4 cores, 7 GB, 8 h" in page.text
 
 
+def submit_spawn_form(user: HubUser, **fields: str):
+    """POST the spawn form as the browser does (fields are strings, plus the XSRF token)."""
+    xsrf = user.session.cookies.get("_xsrf", path="/hub/")
+    return user.session.post(f"{user.base}/hub/spawn", data={**fields, "_xsrf": xsrf}, timeout=60)
+
+
 def test_spawn_form_starts_the_chosen_profile_with_custom_cores(alice, no_server):
-    xsrf = alice.session.cookies.get("_xsrf", path="/hub/")
-    response = alice.session.post(
-        f"{alice.base}/hub/spawn",
-        data={
-            "profile": "medium",
-            "partition": "batch",
-            "cores": "3",
-            "memory_gb": "4",
-            "walltime_hours": "2",
-            "_xsrf": xsrf,
-        },
-        timeout=60,
+    response = submit_spawn_form(
+        alice, profile="medium", partition="batch", cores="3", memory_gb="4", walltime_hours="2"
     )
     assert response.status_code == 200
     alice.wait_ready()
@@ -150,18 +146,8 @@ def test_spawn_form_starts_the_chosen_profile_with_custom_cores(alice, no_server
 
 
 def test_spawn_form_shows_the_reason_for_an_invalid_choice(alice, no_server):
-    xsrf = alice.session.cookies.get("_xsrf", path="/hub/")
-    response = alice.session.post(
-        f"{alice.base}/hub/spawn",
-        data={
-            "profile": "small",
-            "partition": "batch",
-            "cores": "64",
-            "memory_gb": "2",
-            "walltime_hours": "1",
-            "_xsrf": xsrf,
-        },
-        timeout=60,
+    response = submit_spawn_form(
+        alice, profile="small", partition="batch", cores="64", memory_gb="2", walltime_hours="1"
     )
     assert "64 cores requested, but nodes in partition batch have at most 4" in response.text
     assert slurm_jobs("alice") == []
