@@ -66,6 +66,11 @@ def main() -> int:
     parser.add_argument("--spawns", type=int, default=10)
     parser.add_argument("--concurrent", type=int, default=1, help="run the all-users round (0/1)")
     parser.add_argument("--profile", default="small")
+    parser.add_argument(
+        "--fail-on-regression",
+        action="store_true",
+        help="exit 1 when the median is slower than baseline.json allows",
+    )
     args = parser.parse_args()
 
     access = load_access()
@@ -98,6 +103,14 @@ def main() -> int:
     out = HERE / "results" / f"spawn-latency-{datetime.date.today().isoformat()}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"written to {out.relative_to(HERE.parent)}")
+
+    baseline = json.loads((HERE / "baseline.json").read_text())
+    reference = baseline["spawn_median_seconds"]
+    change = report["median_seconds"] / reference - 1
+    print(f"median vs baseline {reference:.2f} s: {change:+.0%}")
+    if report["median_seconds"] > reference * baseline["allowed_slowdown"]:
+        print(f"REGRESSION: more than {baseline['allowed_slowdown']:.1f}x the baseline median")
+        return 1 if args.fail_on_regression else 0
     return 0
 
 
