@@ -73,3 +73,26 @@ def test_hub_restarts_itself_after_a_crash(alice_server):
     new_pid = node_exec("login1", "systemctl show -p MainPID --value jupyterhub").strip()
     assert new_pid not in ("0", pid)
     assert alice_server["job"].job_id in {j.job_id for j in slurm_jobs("alice")}
+
+
+def test_a_mistyped_settings_key_stops_the_hub_with_an_error_naming_it(alice_server):
+    settings = "/etc/jupyterhub/hpchub.yaml"
+    venv_python = "/opt/jupyterhub/venv/bin/python"
+    node_exec("login1", f"cp -p {settings} {settings}.test-backup")
+    try:
+        node_exec(
+            "login1",
+            f"{venv_python} -c \"import yaml; p='{settings}'; d=yaml.safe_load(open(p)); "
+            f"d['spawner']['poll_intervall'] = 5; yaml.safe_dump(d, open(p, 'w'))\"",
+        )
+        node_exec("login1", "systemctl restart jupyterhub")
+        time.sleep(3)
+        assert not hub_api_answers()
+        log = node_exec("login1", "journalctl -u jupyterhub --since '-1min' --no-pager")
+        assert "spawner.poll_intervall: unknown key (did you mean spawner.poll_interval?)" in log
+    finally:
+        node_exec("login1", f"mv {settings}.test-backup {settings}")
+        node_exec("login1", "systemctl reset-failed jupyterhub; systemctl restart jupyterhub")
+        wait_hub_api()
+    # The notebook job was never touched.
+    assert alice_server["job"].job_id in {j.job_id for j in slurm_jobs("alice")}
