@@ -84,7 +84,7 @@ def test_slurm_conf_has_the_testbed_settings(login):
     assert re.search(r"^ProctrackType=proctrack/linuxproc$", conf, re.M)
     assert re.search(r"^SelectTypeParameters=CR_Core_Memory$", conf, re.M)
     for node in COMPUTE_NODES:
-        assert re.search(rf"^NodeName={node} NodeAddr={node} CPUs=4 RealMemory=8000\b", conf, re.M)
+        assert re.search(rf"^NodeName={node} NodeAddr={node} CPUs=8 RealMemory=16000\b", conf, re.M)
     assert re.search(
         r"^PartitionName=batch Nodes=node1,node2 Default=YES MaxTime=08:00:00 ", conf, re.M
     )

@@ -123,8 +123,8 @@ def test_spawn_form_offers_profiles_and_partition_limits_from_slurm(alice, no_se
     assert page.status_code == 200
     assert 'name="profile"' in page.text
     assert "1 core, 2 GB, 1 hour" in page.text and "2 cores, 4 GB, 4 hours" in page.text
-    # Limits read from sinfo: 4 CPUs and 8000 MB per node, MaxTime 8 h on "batch".
-    assert "batch: up to 4 cores, 7 GB, 8 h" in page.text
+    # Limits read from sinfo: 8 CPUs and 16000 MB per node, MaxTime 8 h on "batch".
+    assert "batch: up to 8 cores, 15 GB, 8 h" in page.text
 
 
 def submit_spawn_form(user: HubUser, **fields: str):
@@ -149,7 +149,7 @@ def test_spawn_form_shows_the_reason_for_an_invalid_choice(alice, no_server):
     response = submit_spawn_form(
         alice, profile="small", partition="batch", cores="64", memory_gb="2", walltime_hours="1"
     )
-    assert "64 cores requested, but nodes in partition batch have at most 4" in response.text
+    assert "64 cores requested, but nodes in partition batch have at most 8" in response.text
     assert slurm_jobs("alice") == []
 
 
@@ -160,7 +160,7 @@ def test_spawn_form_shows_the_reason_for_an_invalid_choice(alice, no_server):
     "options, message",
     [
         ({"profile": "local"}, "unknown profile 'local'"),
-        ({"profile": "small", "cores": 99}, "at most 4"),
+        ({"profile": "small", "cores": 99}, "at most 8"),
         ({"profile": "small", "walltime_hours": "1\n#SBATCH --uid=0"}, "number of hours"),
         ({"profile": "small", "partition": "batch; touch /tmp/x"}, "not a valid"),
         ({"profile": "small", "runtime": "00:01:00"}, "unknown option 'runtime'"),
