@@ -35,7 +35,6 @@ from .options import (
     OptionsError,
     ProfileSpec,
     ResourceRequest,
-    format_walltime,
     offered_partitions,
     resolve_request,
 )
@@ -448,11 +447,3 @@ class ProfilesSlurmSpawner(ProfilesSpawner):
     def clear_state(self):
         super().clear_state()
         self.request = {}
-
-    def describe(self) -> str:
-        if not self.request:
-            return "no server"
-        r = self.request
-        return f"{r['profile']}: {r['cores']} cores, {r['memory_gb']} GB, " + format_walltime(
-            r["walltime_minutes"]
-        )
