@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settings", default=DEFAULT_SETTINGS_PATH)
     args = parser.parse_args(argv)
     settings = load_settings(args.settings).announcement
+    if settings is None:
+        parser.error(f"{args.settings} has no announcement section")
 
     added = seed_queue(settings.persist_path, [s.message for s in settings.seed])
     print(f"hpchub: {added} seeded announcement(s) added to {settings.persist_path}", flush=True)

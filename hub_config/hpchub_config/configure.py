@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import api
+from . import api, form
 from .settings import Settings
 
 TEMPLATES = str(Path(__file__).parent / "templates")
@@ -52,47 +52,25 @@ def configure(c, settings: Settings, settings_path: str) -> None:
         c.Authenticator.allow_all = True
 
     # --- spawning: profiles of Slurm jobs ---------------------------------------------
+    # The spawners read their settings (profiles, Slurm paths, limits) from one object.
     c.JupyterHub.spawner_class = SPAWNER
-    c.ProfilesSlurmSpawner.hpc_profiles = [
-        {
-            "key": p.key,
-            "display_name": p.display_name,
-            "partition": p.partition,
-            "cores": p.cores,
-            "memory_gb": p.memory_gb,
-            "walltime_hours": p.walltime_hours,
-            "gpus": p.gpus,
-            "account": p.account,
-            "sbatch_options": list(p.sbatch_options),
-        }
-        for p in spawner.profiles
-    ]
-    c.ProfilesSlurmSpawner.allow_custom_resources = spawner.allow_custom_resources
-    c.ProfilesSlurmSpawner.allowed_partitions = list(spawner.partitions)
-    c.ProfilesSlurmSpawner.max_walltime_hours = spawner.max_walltime_hours
-    c.ProfilesSlurmSpawner.accounts_from_slurmdbd = spawner.accounts_from_slurmdbd
-    c.ProfilesSlurmSpawner.slurm_bin_dir = spawner.slurm_bin_dir
-    c.ProfilesSlurmSpawner.cluster_info_ttl = float(spawner.cluster_info_ttl)
-    c.SlurmNotebookSpawner.hub_name = hub.name
-    c.SlurmNotebookSpawner.notebook_env = spawner.notebook_env
-    c.SlurmNotebookSpawner.job_log_dir = spawner.job_log_dir
-    c.SlurmNotebookSpawner.slurm_bin_dir = spawner.slurm_bin_dir
-    c.SlurmNotebookSpawner.sudo = spawner.sudo
-    c.SlurmNotebookSpawner.req_prologue = "\n".join(spawner.job_prologue)
-    c.SlurmNotebookSpawner.startup_poll_interval = spawner.startup_poll_interval
-    # Shared by the wrapper and its Slurm child (wrapspawner links common traits).
+    c.ProfilesSlurmSpawner.settings = settings
+    c.SlurmNotebookSpawner.settings = settings
+    # JupyterHub's own spawner traits, shared by the wrapper and its Slurm child.
     c.Spawner.cmd = [f"{spawner.notebook_env}/bin/jupyterhub-singleuser"]
     c.Spawner.default_url = spawner.default_url
     c.Spawner.start_timeout = spawner.start_timeout
     c.Spawner.http_timeout = spawner.http_timeout
     c.Spawner.poll_interval = spawner.poll_interval
-    # Replace batchspawner's port-report API with one that accepts only a port.
+    # Replace batchspawner's port-report API with one that accepts only a port, and serve
+    # the form's script.
     api.install()
+    form.install()
 
     # --- services ----------------------------------------------------------------------
     services, roles = [], []
     announcement = settings.announcement
-    if announcement.enabled:
+    if announcement is not None and announcement.enabled:
         services.append(
             {
                 "name": "announcement",

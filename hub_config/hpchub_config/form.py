@@ -1,48 +1,27 @@
 """The spawn form: a profile menu plus resources whose choices come from the cluster.
 
 Every choice and limit shown here is checked again on the server (options.py); the form
-only makes the valid choices easy. Field names are the REST API's option names.
+only makes the valid choices easy. Field names and labels are the REST API's vocabulary
+(options.OPTIONS); the page's behaviour is static/form.js, served by the hub at
+FORM_SCRIPT_PATH and told the option names through data attributes.
 """
 
 from __future__ import annotations
 
 import json
 from html import escape
+from pathlib import Path
+
+from tornado import web
 
 from .cluster import Partition
-from .options import ProfileSpec, default_partition, format_walltime
+from .options import OPTIONS, RESOURCE_OPTIONS, default_partition, format_walltime
+from .settings import Profile, SpawnerSettings
 
-_SCRIPT = """
-<script>
-(function () {
-  const form = document.getElementById("hpchub-options");
-  if (!form) { return; }
-  const profile = form.querySelector("#hpchub-profile");
-  const partition = form.querySelector("#hpchub-partition");
-  const limits = JSON.parse(form.dataset.limits);
-  function setLimits() {
-    if (!partition) { return; }
-    const l = limits[partition.value];
-    for (const [name, max] of Object.entries(l)) {
-      const input = form.querySelector(`[name="${name}"]`);
-      if (input) { input.max = max; }
-    }
-  }
-  function applyProfile() {
-    const option = profile.options[profile.selectedIndex];
-    for (const name of ["partition", "cores", "memory_gb", "walltime_hours", "gpus"]) {
-      const input = form.querySelector(`[name="${name}"]`);
-      const value = option.dataset[name];
-      if (input && value !== undefined && value !== "") { input.value = value; }
-    }
-    setLimits();
-  }
-  profile.addEventListener("change", applyProfile);
-  if (partition) { partition.addEventListener("change", setLimits); }
-  applyProfile();
-})();
-</script>
-"""
+STATIC_DIR = Path(__file__).parent / "static"
+STATIC_ROUTE = r"/hpchub/static/(.*)"  # under the hub's prefix: /hub/hpchub/static/
+FORM_SCRIPT_PATH = "hpchub/static/form.js"  # relative to the hub's base URL
+_NUMBER_FIELDS = tuple(o for o in OPTIONS if o.kind in ("whole", "hours"))
 
 
 def _attrs(**attributes) -> str:
@@ -55,46 +34,50 @@ def _walltime_limit_hours(p: Partition, max_walltime_hours: float) -> float:
     return round(p.max_walltime_minutes / 60, 2)
 
 
+def _preset(profile: Profile, fallback_partition: str) -> dict:
+    """The form values a profile fills in (its resource fields, by option name)."""
+    preset = {name: getattr(profile, name) for name in RESOURCE_OPTIONS if name != "account"}
+    preset["partition"] = profile.partition or fallback_partition
+    return preset
+
+
 def render_form(
-    profiles: list[ProfileSpec],
+    settings: SpawnerSettings,
     partitions: dict[str, Partition],
     *,
-    allow_custom_resources: bool,
-    max_walltime_hours: float,
+    hub_base_url: str = "/hub/",
     accounts: list[str] | None = None,
     selected: dict | None = None,
 ) -> str:
     """HTML for JupyterHub's spawn page (it wraps this in its own <form>)."""
     selected = selected or {}
+    profiles = settings.profiles
     chosen = selected.get("profile") or profiles[0].key
     fallback_partition = default_partition(partitions)
     limits = {
         p.name: {
             "cores": p.max_cores,
             "memory_gb": p.max_memory_mb // 1024,
-            "walltime_hours": _walltime_limit_hours(p, max_walltime_hours),
+            "walltime_hours": _walltime_limit_hours(p, settings.max_walltime_hours),
             "gpus": p.max_gpus,
         }
         for p in partitions.values()
     }
-    html = [f'<div id="hpchub-options" {_attrs(**{"data-limits": json.dumps(limits)})}>']
+    data = {"data-options": json.dumps(RESOURCE_OPTIONS), "data-limits": json.dumps(limits)}
+    html = [f'<div id="hpchub-options" {_attrs(**data)}>']
     html.append('<div class="mb-3">')
     html.append('<label for="hpchub-profile" class="form-label">Profile</label>')
     html.append('<select id="hpchub-profile" name="profile" class="form-select" autofocus>')
     for p in profiles:
-        data = {
-            "value": p.key,
-            "data-partition": p.partition or fallback_partition,
-            "data-cores": p.cores,
-            "data-memory_gb": p.memory_gb,
-            "data-walltime_hours": p.walltime_hours,
-            "data-gpus": p.gpus,
-        }
+        preset = json.dumps(_preset(p, fallback_partition))
         flag = " selected" if p.key == chosen else ""
-        html.append(f"<option {_attrs(**data)}{flag}>{escape(p.display_name)}</option>")
+        html.append(
+            f"<option {_attrs(value=p.key, **{'data-preset': preset})}{flag}>"
+            f"{escape(p.display_name)}</option>"
+        )
     html.append("</select></div>")
 
-    if allow_custom_resources and partitions:
+    if settings.allow_custom_resources and partitions:
         any_gpus = any(p.max_gpus for p in partitions.values())
         html.append('<fieldset class="mb-3"><legend class="fs-6">Resources</legend>')
         html.append(
@@ -104,7 +87,7 @@ def render_form(
         html.append('<label for="hpchub-partition" class="form-label">Partition</label>')
         html.append('<select id="hpchub-partition" name="partition" class="form-select mb-2">')
         for p in partitions.values():
-            limit = _walltime_limit_hours(p, max_walltime_hours)
+            limit = _walltime_limit_hours(p, settings.max_walltime_hours)
             label = (
                 f"{p.name}: up to {p.max_cores} cores, {p.max_memory_mb // 1024} GB, "
                 f"{format_walltime(round(limit * 60))}"
@@ -112,18 +95,22 @@ def render_form(
             )
             html.append(f"<option {_attrs(value=p.name)}>{escape(label)}</option>")
         html.append("</select>")
-        fields = [
-            ("cores", "CPU cores", 1, "1"),
-            ("memory_gb", "Memory (GB)", 1, "1"),
-            ("walltime_hours", "Walltime (hours)", 0.25, "0.25"),
-        ]
-        if any_gpus:
-            fields.append(("gpus", "GPUs", 0, "1"))
-        for name, label, minimum, step in fields:
-            html.append(f'<label for="hpchub-{name}" class="form-label">{escape(label)}</label>')
+        for option in _NUMBER_FIELDS:
+            if option.name == "gpus" and not any_gpus:
+                continue
             html.append(
-                f'<input type="number" class="form-control mb-2" '
-                f"{_attrs(id=f'hpchub-{name}', name=name, min=minimum, step=step)} required>"
+                f'<label for="hpchub-{option.name}" class="form-label">'
+                f"{escape(option.label)}</label>"
+            )
+            html.append(
+                '<input type="number" class="form-control mb-2" '
+                + _attrs(
+                    id=f"hpchub-{option.name}",
+                    name=option.name,
+                    min=f"{option.minimum:g}",
+                    step=f"{option.step:g}",
+                )
+                + " required>"
             )
         if accounts:
             html.append('<label for="hpchub-account" class="form-label">Slurm account</label>')
@@ -133,5 +120,18 @@ def render_form(
             html.append("</select>")
         html.append("</fieldset>")
     html.append("</div>")
-    html.append(_SCRIPT)
+    html.append(f'<script src="{escape(hub_base_url + FORM_SCRIPT_PATH)}"></script>')
     return "\n".join(html)
+
+
+class StaticHandler(web.StaticFileHandler):
+    """hpchub's static files (the form's script), public like JupyterHub's own."""
+
+
+def install() -> None:
+    """Serve static/ under the hub's prefix (JupyterHub builds its routes after the config)."""
+    from jupyterhub import handlers
+
+    route = (STATIC_ROUTE, StaticHandler, {"path": str(STATIC_DIR)})
+    handlers.default_handlers[:] = [h for h in handlers.default_handlers if h[0] != STATIC_ROUTE]
+    handlers.default_handlers.append(route)

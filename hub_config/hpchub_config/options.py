@@ -1,40 +1,24 @@
 """User options -> a validated Slurm resource request.
 
-The spawn form and the REST API share one vocabulary (documented in docs/api.md):
+The spawn form, the REST API and the docs share one vocabulary, `OPTIONS` below
+(docs/api.md lists it). Form fields arrive as strings, API values as JSON numbers or
+strings: both are accepted, anything else (null, booleans, objects) is refused. Every value
+is checked against the profile and the limits the cluster reports, and only the checked
+values, as a `ResourceRequest`, ever reach the batch script. Errors are `OptionsError`s
+whose message is written for the user who filled in the form.
 
-    profile         key of a profile (default: the first one)
-    partition       Slurm partition name
-    cores           whole number of CPU cores
-    memory_gb       whole number of GB
-    walltime_hours  hours, decimals allowed (0.5 = 30 minutes)
-    gpus            whole number of GPUs
-    account         Slurm account
-
-Form fields arrive as strings, API values as JSON numbers or strings: both are accepted,
-anything else is refused. Every value is checked against the profile and the limits the
-cluster reports, and only the checked values ever reach the batch script. Errors are
-`OptionsError`s whose message is written for the user who filled in the form.
+`resolve_request` reads top to bottom like the decision it makes: parse the options,
+choose the profile, choose the partition, check the limits, check the account.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from .cluster import Partition
-
-OPTION_NAMES = (
-    "profile",
-    "partition",
-    "cores",
-    "memory_gb",
-    "walltime_hours",
-    "gpus",
-    "account",
-)
-RESOURCE_OPTIONS = OPTION_NAMES[1:]
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+from .settings import NAME_PATTERN, Profile, SpawnerSettings
 
 
 class OptionsError(ValueError):
@@ -42,23 +26,34 @@ class OptionsError(ValueError):
 
 
 @dataclass(frozen=True)
-class ProfileSpec:
-    """A profile as the spawner sees it (built from the settings file)."""
+class Option:
+    """One user option: its name in the form, the REST API and launch links."""
 
-    key: str
-    display_name: str
-    partition: str = ""
-    cores: int = 1
-    memory_gb: int = 2
-    walltime_hours: float = 1.0
-    gpus: int = 0
-    account: str = ""
-    sbatch_options: tuple[str, ...] = ()
+    name: str
+    label: str
+    kind: str  # "profile", "name", "whole" or "hours"
+    minimum: float = 0
+    step: float = 1
+
+
+OPTIONS = (
+    Option("profile", "Profile", "profile"),
+    Option("partition", "Partition", "name"),
+    Option("cores", "CPU cores", "whole", minimum=1),
+    Option("memory_gb", "Memory (GB)", "whole", minimum=1),
+    Option("walltime_hours", "Walltime (hours)", "hours", minimum=0.25, step=0.25),
+    Option("gpus", "GPUs", "whole", minimum=0),
+    Option("account", "Slurm account", "name"),
+)
+OPTION_NAMES = tuple(o.name for o in OPTIONS)
+# What a user may change in a profile (each is also a field of settings.Profile).
+RESOURCE_OPTIONS = OPTION_NAMES[1:]
+_LARGEST_NUMBER = 10**9  # anything larger is out of every range (and would overflow floats)
 
 
 @dataclass(frozen=True)
 class ResourceRequest:
-    """What is submitted to Slurm, after validation."""
+    """What is submitted to Slurm, after validation. Stored in the spawner's state."""
 
     profile: str
     partition: str
@@ -69,8 +64,17 @@ class ResourceRequest:
     account: str
     sbatch_options: tuple[str, ...] = ()
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    def to_state(self) -> dict:
+        return {**asdict(self), "sbatch_options": list(self.sbatch_options)}
+
+    @classmethod
+    def from_state(cls, state: dict | None) -> ResourceRequest | None:
+        if not state:
+            return None
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in state.items() if k in known}
+        values["sbatch_options"] = tuple(values.get("sbatch_options", ()))
+        return cls(**values)
 
     def describe(self) -> str:
         text = (
@@ -93,45 +97,98 @@ def format_walltime(minutes: int) -> str:
     return f"{hours} h {rest} min"
 
 
+# --------------------------------------------------------------------------- values
+
+
 def _whole_number(name: str, value) -> int:
-    if isinstance(value, bool):
-        raise OptionsError(f"{name} must be a whole number, got {value!r}")
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*\d{1,6}\s*", value):
+    if isinstance(value, str) and re.fullmatch(r"\s*\d{1,9}\s*", value):
         return int(value)
     raise OptionsError(f"{name} must be a whole number, got {value!r}")
 
 
 def _hours(name: str, value) -> float:
-    if isinstance(value, bool):
-        raise OptionsError(f"{name} must be a number of hours, got {value!r}")
-    if isinstance(value, int | float):
-        number = float(value)
-    elif isinstance(value, str) and re.fullmatch(r"\s*\d{1,5}(\.\d{1,3})?\s*", value):
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = float(min(value, _LARGEST_NUMBER))
+    elif isinstance(value, float) and not math.isnan(value):
+        number = value
+    elif isinstance(value, str) and re.fullmatch(r"\s*\d{1,9}(\.\d{1,3})?\s*", value):
         number = float(value)
     else:
-        raise OptionsError(f"{name} must be a number of hours, got {value!r}")
-    if not math.isfinite(number):
         raise OptionsError(f"{name} must be a number of hours, got {value!r}")
     return number
 
 
 def _name(name: str, value) -> str:
-    if not isinstance(value, str) or not _NAME_RE.match(value):
+    if not isinstance(value, str) or not re.fullmatch(NAME_PATTERN, value):
         raise OptionsError(f"{name} {value!r} is not a valid Slurm {name} name")
     return value
 
 
-def _single(value):
+def _profile_key(name: str, value) -> str:
+    if not isinstance(value, str):
+        raise OptionsError(f"{name} must be the key of a profile, got {value!r}")
+    return value
+
+
+_PARSERS = {"profile": _profile_key, "name": _name, "whole": _whole_number, "hours": _hours}
+
+
+def _single(name: str, value):
     """Form data arrives as lists of strings; the API sends plain values."""
     if isinstance(value, list):
         if len(value) != 1:
-            raise OptionsError(f"expected one value, got {len(value)}")
+            raise OptionsError(f"{name}: expected one value, got {len(value)}")
         return value[0]
     return value
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+def parse_options(user_options) -> dict:
+    """Shape check: a mapping of known option names to single values; empty = preset."""
+    if user_options is None:
+        return {}
+    if not isinstance(user_options, dict):
+        raise OptionsError('options must be a JSON object such as {"profile": "..."}')
+    unknown = sorted(str(k) for k in user_options if k not in OPTION_NAMES)
+    if unknown:
+        raise OptionsError(
+            f"unknown option{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}; "
+            f"known options: {', '.join(OPTION_NAMES)}"
+        )
+    kinds = {o.name: o.kind for o in OPTIONS}
+    options = {}
+    for name, value in user_options.items():
+        value = _single(name, value)
+        if isinstance(value, str) and value.strip() == "":
+            continue  # an empty form field means "the profile's value"
+        # Typed here, so that null, false, 0 or {} are refused like any wrong type and
+        # can never make a later step fall back to (or drop) a profile's preset.
+        options[name] = _PARSERS[kinds[name]](name, value)
+    return options
+
+
+def choose_profile(options: dict, settings: SpawnerSettings) -> Profile:
+    if not settings.profiles:
+        raise OptionsError("no profiles are configured on this hub")
+    key = options.get("profile", settings.profiles[0].key)
+    profile = settings.profile(key)
+    if profile is None:
+        raise OptionsError(
+            f"unknown profile {key!r}; choose one of: "
+            f"{', '.join(p.key for p in settings.profiles)}"
+        )
+    customised = [k for k in RESOURCE_OPTIONS if k in options]
+    if customised and not settings.allow_custom_resources:
+        raise OptionsError(
+            f"this hub offers its profiles as they are; remove {', '.join(customised)}"
+        )
+    return profile
 
 
 def offered_partitions(
@@ -152,64 +209,33 @@ def default_partition(partitions: dict[str, Partition]) -> str:
     return next(iter(partitions), "")
 
 
-def resolve_request(
-    user_options,
-    profiles: list[ProfileSpec],
-    partitions: dict[str, Partition],
-    *,
-    allow_custom_resources: bool = True,
-    max_walltime_hours: float = 24.0,
-    accounts: list[str] | None = None,
-) -> ResourceRequest:
-    """Validate user options against the profiles and the cluster; return the request.
-
-    `partitions` are the offered partitions (see offered_partitions); `accounts` the
-    user's Slurm accounts when the site uses them (None: accounts are not offered).
-    """
-    if user_options is None:
-        user_options = {}
-    if not isinstance(user_options, dict):
-        raise OptionsError('options must be a JSON object such as {"profile": "..."}')
-    unknown = sorted(str(k) for k in user_options if k not in OPTION_NAMES)
-    if unknown:
-        raise OptionsError(
-            f"unknown option{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}; "
-            f"known options: {', '.join(OPTION_NAMES)}"
-        )
-    options = {k: _single(v) for k, v in user_options.items()}
-    # Empty form fields mean "the profile's value".
-    options = {k: v for k, v in options.items() if not (isinstance(v, str) and v.strip() == "")}
-
-    if not profiles:
-        raise OptionsError("no profiles are configured on this hub")
-    key = options.get("profile", profiles[0].key)
-    profile = next((p for p in profiles if p.key == key), None)
-    if profile is None:
-        raise OptionsError(
-            f"unknown profile {key!r}; choose one of: {', '.join(p.key for p in profiles)}"
-        )
-
-    customised = [k for k in RESOURCE_OPTIONS if k in options]
-    if customised and not allow_custom_resources:
-        raise OptionsError(
-            f"this hub offers its profiles as they are; remove {', '.join(customised)}"
-        )
-
+def choose_partition(
+    options: dict, profile: Profile, partitions: dict[str, Partition]
+) -> Partition:
     if not partitions:
         raise OptionsError("no Slurm partition is available right now; try again later")
-    partition_name = options.get("partition") or profile.partition or default_partition(partitions)
-    partition_name = _name("partition", partition_name)
-    partition = partitions.get(partition_name)
-    if partition is None:
+    name = options.get("partition") or profile.partition or default_partition(partitions)
+    if name not in partitions:
         raise OptionsError(
-            f"partition {partition_name!r} is not available; "
-            f"choose one of: {', '.join(sorted(partitions))}"
+            f"partition {name!r} is not available; choose one of: {', '.join(sorted(partitions))}"
         )
+    return partitions[name]
 
-    cores = _whole_number("cores", options.get("cores", profile.cores))
-    memory_gb = _whole_number("memory_gb", options.get("memory_gb", profile.memory_gb))
-    gpus = _whole_number("gpus", options.get("gpus", profile.gpus))
-    hours = _hours("walltime_hours", options.get("walltime_hours", profile.walltime_hours))
+
+def walltime_limit_minutes(partition: Partition, settings: SpawnerSettings) -> int:
+    if partition.max_walltime_minutes is not None:
+        return partition.max_walltime_minutes
+    return math.floor(settings.max_walltime_hours * 60)
+
+
+def check_limits(
+    options: dict, profile: Profile, partition: Partition, settings: SpawnerSettings
+) -> tuple[int, int, int, int]:
+    """Cores, memory (GB), GPUs and walltime (minutes) within the partition's limits."""
+    cores = options.get("cores", profile.cores)
+    memory_gb = options.get("memory_gb", profile.memory_gb)
+    gpus = options.get("gpus", profile.gpus)
+    hours = options.get("walltime_hours", profile.walltime_hours)
 
     if cores < 1:
         raise OptionsError("cores must be at least 1")
@@ -233,29 +259,51 @@ def resolve_request(
             f"{gpus} GPUs requested, but nodes in partition {partition.name} "
             f"have {'no GPUs' if not partition.max_gpus else f'at most {partition.max_gpus}'}"
         )
-    minutes = math.ceil(hours * 60)
-    if minutes < 1:
+    if not hours > 0:
         raise OptionsError("walltime_hours must be more than 0")
-    limit = partition.max_walltime_minutes
-    if limit is None:
-        limit = math.floor(max_walltime_hours * 60)
-    if minutes > limit:
+    limit = walltime_limit_minutes(partition, settings)
+    if hours * 60 > limit:
+        requested = format_walltime(math.ceil(hours * 60)) if hours < _LARGEST_NUMBER else (
+            f"{hours:g} h"
+        )
         raise OptionsError(
-            f"a walltime of {format_walltime(minutes)} was requested, but partition "
+            f"a walltime of {requested} was requested, but partition "
             f"{partition.name} allows at most {format_walltime(limit)}"
         )
+    return cores, memory_gb, gpus, math.ceil(hours * 60)
 
-    account = options.get("account", profile.account) or ""
-    if account:
-        account = _name("account", account)
-        if accounts is not None and account not in accounts:
-            raise OptionsError(
-                f"you cannot use Slurm account {account!r}"
-                + (f"; your accounts: {', '.join(accounts)}" if accounts else "")
-            )
-        if accounts is None and account != profile.account:
+
+def choose_account(options: dict, profile: Profile, accounts: list[str] | None) -> str:
+    """The profile's account, or one of the user's (None: the hub does not offer accounts)."""
+    account = options.get("account", profile.account)
+    if not account:
+        return ""
+    if accounts is None:
+        if account != profile.account:
             raise OptionsError("this hub does not let you choose a Slurm account")
+    elif account not in accounts:
+        raise OptionsError(
+            f"you cannot use Slurm account {account!r}"
+            + (f"; your accounts: {', '.join(accounts)}" if accounts else "")
+        )
+    return account
 
+
+def resolve_request(
+    user_options,
+    settings: SpawnerSettings,
+    partitions: dict[str, Partition],
+    accounts: list[str] | None = None,
+) -> ResourceRequest:
+    """Validate user options against the profiles and the cluster; return the request.
+
+    `partitions` are the offered partitions (see offered_partitions); `accounts` the
+    user's Slurm accounts when the site uses them (None: accounts are not offered).
+    """
+    options = parse_options(user_options)
+    profile = choose_profile(options, settings)
+    partition = choose_partition(options, profile, partitions)
+    cores, memory_gb, gpus, minutes = check_limits(options, profile, partition, settings)
     return ResourceRequest(
         profile=profile.key,
         partition=partition.name,
@@ -263,6 +311,6 @@ def resolve_request(
         memory_gb=memory_gb,
         walltime_minutes=minutes,
         gpus=gpus,
-        account=account,
+        account=choose_account(options, profile, accounts),
         sbatch_options=tuple(profile.sbatch_options),
     )

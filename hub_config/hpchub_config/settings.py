@@ -1,8 +1,19 @@
-"""The hpchub settings file: one validated YAML file rendered by Ansible.
+"""The hpchub settings: ONE schema, read by the hub, the role and the docs.
 
-The schema is the set of dataclasses below. Every key of the file must be one of their
-fields: an unknown or mistyped key stops the hub with an error that names it (and the
-closest known key), so a typo never silently falls back to a default.
+The dataclasses below are the only place where a hub setting is defined: its type, its
+default, its limits and its one-line documentation. From them
+
+- the hub reads /etc/jupyterhub/hpchub.yaml (an unknown or mistyped key stops the hub with
+  an error that names it and the closest known key, so a typo never falls back to a
+  default);
+- `tools/settings_schema.py` generates the roles' defaults, argument specs and settings
+  templates and docs/configuration.md (a unit test fails when they are out of date);
+- the preflight play checks the inventory's values with the same rules, naming the
+  Ansible variable, before any host is touched (`check_ansible_values`).
+
+Each field carries its Ansible side in its metadata: either the role variable that sets it
+(`var`, default name `<prefix><field>`) or, for values the role derives from other
+variables (URLs, secret paths), the Jinja expression that renders it (`render`).
 
 The main file (/etc/jupyterhub/hpchub.yaml) may be completed by fragments in
 hpchub.d/*.yaml next to it (the announcement role writes one). A fragment adds whole
@@ -16,6 +27,7 @@ import dataclasses
 import difflib
 import re
 import sys
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +36,17 @@ import yaml
 
 DEFAULT_SETTINGS_PATH = "/etc/jupyterhub/hpchub.yaml"
 
-_PROFILE_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_SBATCH_OPTION_RE = re.compile(r"^--[a-z][a-z-]*(=[A-Za-z0-9_.,:=@%+/-]+)?$")
+# Patterns are matched against the WHOLE value (re.fullmatch): no trailing newline slips by.
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # Slurm partitions, accounts, hub name
+PROFILE_KEY_PATTERN = r"[a-z0-9][a-z0-9_-]{0,31}"
+SBATCH_OPTION_PATTERN = r"--[a-z][a-z-]*(=[A-Za-z0-9_.,:=@%+/-]+)?"
+ABSOLUTE_PATH_PATTERN = r"/[A-Za-z0-9_.,+@%/-]*"  # nothing a shell would interpret
+HOME_PATH_PATTERN = r"(?!/)(?!.*(^|/)\.\.(/|$))[A-Za-z0-9_.,+@%/-]+"  # inside the home
+URL_PATH_PATTERN = r"/[A-Za-z0-9_.,+@%/?=&-]*"
+HTTP_URL_PATTERN = r"https?://[A-Za-z0-9_.-]+(:\d{1,5})?/?"
+LOCALHOST_URL_PATTERN = r"http://(127\.0\.0\.1|localhost|\[::1\]):\d{1,5}/?"
+PUBLIC_URL_PATTERN = r"(https://[^\s/]+(/\S*)?)?"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class SettingsError(ValueError):
@@ -40,197 +60,337 @@ class SettingsError(ValueError):
         super().__init__("\n".join(lines))
 
 
+def setting(
+    default=dataclasses.MISSING,
+    *,
+    doc: str,
+    var: str | None = None,
+    render: str | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    pattern: str | None = None,
+    pattern_hint: str = "",
+    choices: tuple | None = None,
+    unique: str | None = None,
+    non_empty: bool = False,
+    role_default: str | None = None,
+):
+    """A schema field. `doc` is its one line of documentation (docs, defaults, argspecs).
+
+    var / render: the Ansible side (see the module docstring); neither = `<prefix><name>`.
+    minimum / maximum / pattern / choices: checked at hub start and in preflight.
+    unique: for lists of mappings, the field that must differ between entries.
+    role_default: a Jinja default for the role variable when the value depends on
+    another role (the Python default then stays the fallback).
+    """
+    metadata = {
+        "doc": doc,
+        "var": var,
+        "render": render,
+        "minimum": minimum,
+        "maximum": maximum,
+        "pattern": pattern,
+        "pattern_hint": pattern_hint,
+        "choices": choices,
+        "unique": unique,
+        "non_empty": non_empty,
+        "role_default": role_default,
+    }
+    if isinstance(default, list):
+        items = default
+        return field(default_factory=lambda: list(items), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 # --------------------------------------------------------------------------- schema
-
-
-@dataclass(frozen=True)
-class HubSettings:
-    """The hub process."""
-
-    connect_url: str  # how compute nodes reach the hub API, e.g. http://login1:8081
-    name: str = "hpchub"  # short name of this hub; part of every Slurm job name
-    bind_url: str = "http://0.0.0.0:8081"  # where the hub API listens
-    public_url: str = ""  # the users' URL (https://hub.example.org/); "" = not set
-    state_dir: str = "/var/lib/jupyterhub"  # database and cookie secret
-    db_url: str = ""  # "" = sqlite in state_dir
-    cookie_secret_file: str = "/var/lib/jupyterhub/jupyterhub_cookie_secret"  # noqa: S105
-    admin_users: list[str] = field(default_factory=list)
-    allowed_groups: list[str] = field(default_factory=list)  # [] = every local user
-    min_uid: int = 1000  # accounts below this uid (system accounts) may never log in
-    log_level: str = "INFO"
-    concurrent_spawn_limit: int = 100
-    active_server_limit: int = 0  # 0 = no limit
-    template_paths: list[str] = field(default_factory=list)  # site templates, before ours
-
-    def check(self, path: str, problems: list[tuple[str, str]]) -> None:
-        for key in ("connect_url", "bind_url"):
-            value = getattr(self, key)
-            if not re.match(r"^https?://[^/\s]+(:\d+)?/?$", value):
-                problems.append((f"{path}.{key}", f"must be http(s)://host:port, got {value!r}"))
-        if self.public_url and not self.public_url.startswith("https://"):
-            problems.append((f"{path}.public_url", "must start with https://"))
-        if not _NAME_RE.match(self.name):
-            problems.append((f"{path}.name", f"must match {_NAME_RE.pattern}, got {self.name!r}"))
-        if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            problems.append((f"{path}.log_level", f"unknown level {self.log_level!r}"))
-        _check_min(self, path, problems, min_uid=1, concurrent_spawn_limit=0, active_server_limit=0)
-
-
-@dataclass(frozen=True)
-class ProxySettings:
-    """configurable-http-proxy, running as its own systemd service."""
-
-    api_url: str = "http://127.0.0.1:8001"
-    auth_token_file: str = "/etc/jupyterhub/secrets/proxy_auth_token"  # noqa: S105
-    route_check_interval: float = 2.0  # seconds between checks that the proxy kept its routes
-
-    def check(self, path: str, problems: list[tuple[str, str]]) -> None:
-        if not re.match(r"^http://(127\.0\.0\.1|localhost|\[::1\]):\d+/?$", self.api_url):
-            problems.append((f"{path}.api_url", "the proxy API must listen on localhost only"))
-        _check_min(self, path, problems, route_check_interval=0.5)
 
 
 @dataclass(frozen=True)
 class Profile:
     """One entry of the profile menu: a Slurm job with preset resources."""
 
-    key: str  # stable id, used in the REST API and the Slurm job name
-    display_name: str
-    partition: str = ""  # "" = the cluster's default partition
-    cores: int = 1
-    memory_gb: int = 2
-    walltime_hours: float = 1.0
-    gpus: int = 0
-    account: str = ""
-    sbatch_options: list[str] = field(default_factory=list)  # e.g. ["--qos=interactive"]
+    key: str = setting(
+        doc='Stable id (a-z, 0-9, -, _): the REST API option "profile" and part of the job name.',
+        pattern=PROFILE_KEY_PATTERN,
+    )
+    display_name: str = setting(doc="What users see in the menu.")
+    partition: str = setting(
+        "", doc="Slurm partition; empty = the cluster default.", pattern=f"({NAME_PATTERN})?"
+    )
+    cores: int = setting(1, doc="CPU cores.", minimum=1)
+    memory_gb: int = setting(2, doc="Memory in GB.", minimum=1)
+    walltime_hours: float = setting(1.0, doc="Walltime in hours.", minimum=0.1)
+    gpus: int = setting(0, doc="GPUs (--gres=gpu:N).", minimum=0)
+    account: str = setting(
+        "", doc="Slurm account; empty = none.", pattern=f"({NAME_PATTERN})?"
+    )
+    sbatch_options: list[str] = setting(
+        [],
+        doc="Extra plain sbatch options, e.g. --qos=interactive.",
+        pattern=SBATCH_OPTION_PATTERN,
+        pattern_hint="a plain --option[=value]",
+    )
 
-    def check(self, path: str, problems: list[tuple[str, str]]) -> None:
-        if not _PROFILE_KEY_RE.match(self.key):
-            problems.append((f"{path}.key", f"must match {_PROFILE_KEY_RE.pattern}"))
-        for key in ("partition", "account"):
-            value = getattr(self, key)
-            if value and not _NAME_RE.match(value):
-                problems.append((f"{path}.{key}", f"invalid name {value!r}"))
-        _check_min(self, path, problems, cores=1, memory_gb=1, walltime_hours=0.1, gpus=0)
-        for i, option in enumerate(self.sbatch_options):
-            if not _SBATCH_OPTION_RE.match(option):
-                problems.append(
-                    (f"{path}.sbatch_options[{i}]", f"not a plain --option[=value]: {option!r}")
-                )
+
+@dataclass(frozen=True)
+class HubSettings:
+    """The hub process."""
+
+    connect_url: str = setting(
+        doc="How compute nodes reach the hub API.",
+        render="http://{{ jupyterhub_connect_host }}:{{ jupyterhub_hub_port }}",
+        pattern=HTTP_URL_PATTERN,
+        pattern_hint="http(s)://host:port",
+    )
+    bind_url: str = setting(
+        doc="Where the hub API listens.",
+        render="http://0.0.0.0:{{ jupyterhub_hub_port }}",
+        pattern=HTTP_URL_PATTERN,
+        pattern_hint="http(s)://host:port",
+    )
+    cookie_secret_file: str = setting(
+        doc="The hub's cookie secret (0600, generated once).",
+        render="{{ __jupyterhub_cookie_secret_path }}",
+        pattern=ABSOLUTE_PATH_PATTERN,
+    )
+    name: str = setting(
+        "hpchub",
+        doc="Short name of this hub: part of every Slurm job name (jupyter-<name>-<profile>).",
+        pattern=NAME_PATTERN,
+    )
+    public_url: str = setting(
+        "",
+        doc='The URL users open, e.g. https://jupyter.example.org/; "" = not set.',
+        pattern=PUBLIC_URL_PATTERN,
+        pattern_hint="https://host[/path] or empty",
+    )
+    state_dir: str = setting(
+        "/var/lib/jupyterhub",
+        doc="State directory (database, cookie secret): upgrades keep it.",
+        pattern=ABSOLUTE_PATH_PATTERN,
+    )
+    db_url: str = setting("", doc='Database URL; "" = sqlite in the state directory.')
+    admin_users: list[str] = setting([], doc="Hub administrators (account names).")
+    allowed_groups: list[str] = setting(
+        [], doc="Unix groups whose members may log in and spawn; [] = every account >= min_uid."
+    )
+    min_uid: int = setting(
+        1000,
+        doc="Accounts below this uid (root, daemons) can never log in or have jobs submitted.",
+        minimum=1,
+    )
+    log_level: str = setting("INFO", doc="Log level of the hub.", choices=LOG_LEVELS)
+    concurrent_spawn_limit: int = setting(
+        100, doc="At most this many servers starting at once (0 = no limit).", minimum=0
+    )
+    active_server_limit: int = setting(
+        0, doc="At most this many running servers (0 = no limit).", minimum=0
+    )
+    template_paths: list[str] = setting(
+        [], doc="Folders of site templates, searched before hpchub's.", pattern=ABSOLUTE_PATH_PATTERN
+    )
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """configurable-http-proxy, running as its own systemd service."""
+
+    api_url: str = setting(
+        doc="The proxy's REST API (localhost only).",
+        render="http://127.0.0.1:{{ jupyterhub_proxy_api_port }}",
+        pattern=LOCALHOST_URL_PATTERN,
+        pattern_hint="http://127.0.0.1:<port> (the proxy API must listen on localhost only)",
+    )
+    auth_token_file: str = setting(
+        doc="The hub-proxy token (0600, generated once).",
+        render="{{ __jupyterhub_proxy_token_path }}",
+        pattern=ABSOLUTE_PATH_PATTERN,
+    )
+    route_check_interval: float = setting(
+        2.0,
+        doc="Seconds between checks that the proxy kept its routes (restored after a proxy restart).",
+        minimum=0.5,
+    )
+
+
+def _default_profiles() -> list[Profile]:
+    return [
+        Profile(key="small", display_name="1 core, 2 GB, 1 hour"),
+        Profile(
+            key="medium", display_name="2 cores, 4 GB, 4 hours", cores=2, memory_gb=4,
+            walltime_hours=4.0,
+        ),
+    ]
 
 
 @dataclass(frozen=True)
 class SpawnerSettings:
     """Notebook servers as Slurm jobs."""
 
-    notebook_env: str  # prefix of the notebook environment on the compute nodes
-    profiles: list[Profile]
-    slurm_bin_dir: str = "/usr/bin"  # sbatch, squeue, scancel, sinfo, scontrol
-    sudo: str = "/usr/bin/sudo"
-    job_log_dir: str = ".hpchub/logs"  # job logs, relative to the user's home
-    job_prologue: list[str] = field(default_factory=list)  # shell lines run before the server
-    start_timeout: int = 300  # seconds from submission to a reachable server
-    http_timeout: int = 120  # seconds from a running job to a responding server
-    poll_interval: int = 30  # seconds between squeue checks of a running server
-    startup_poll_interval: float = 0.5  # seconds between squeue checks while starting
-    cluster_info_ttl: int = 60  # seconds the partition limits from sinfo are cached
-    default_url: str = "/lab"
-    allow_custom_resources: bool = True  # form/API may change a profile's resources
-    partitions: list[str] = field(default_factory=list)  # offered partitions; [] = all up
-    max_walltime_hours: float = 24.0  # cap for partitions without MaxTime
-    accounts_from_slurmdbd: bool = False  # offer the user's Slurm accounts (sacctmgr)
+    notebook_env: str = setting(
+        doc="Prefix of the notebook environment on the compute nodes (see role jupyter_env).",
+        role_default="{{ jupyter_env_prefix | default('/opt/software/hpchub/jupyter') }}",
+        pattern=ABSOLUTE_PATH_PATTERN,
+    )
+    profiles: list[Profile] = setting(
+        _default_profiles(),
+        doc="Profiles offered to users (fields below).",
+        unique="key",
+        non_empty=True,
+    )
+    slurm_bin_dir: str = setting(
+        "/usr/bin",
+        doc="Where Slurm's commands are (sbatch, squeue, scancel, sinfo, sacctmgr).",
+        pattern=ABSOLUTE_PATH_PATTERN,
+    )
+    sudo: str = setting(
+        "/usr/bin/sudo", doc="sudo, to run the Slurm commands as the user.",
+        pattern=ABSOLUTE_PATH_PATTERN,
+    )
+    job_log_dir: str = setting(
+        ".hpchub/logs",
+        doc="Job logs, relative to each user's home.",
+        pattern=HOME_PATH_PATTERN,
+        pattern_hint="a relative path inside the home directory",
+    )
+    job_prologue: list[str] = setting(
+        [], doc='Shell lines run in every notebook job before the server (e.g. "module load x").'
+    )
+    start_timeout: int = setting(
+        300, doc="Seconds from submission to a reachable server before the spawn fails.", minimum=10
+    )
+    http_timeout: int = setting(
+        120, doc="Seconds from a running job to a responding server.", minimum=5
+    )
+    poll_interval: int = setting(
+        30,
+        doc="Seconds between squeue checks of each running server (load on slurmctld at scale).",
+        minimum=1,
+    )
+    startup_poll_interval: float = setting(
+        0.5, doc="Seconds between squeue checks while a server starts.", minimum=0.1
+    )
+    cluster_info_ttl: int = setting(
+        60, doc="Seconds the partition limits read from sinfo are cached.", minimum=0
+    )
+    default_url: str = setting(
+        "/lab", doc="Page users land on.", pattern=URL_PATH_PATTERN, pattern_hint="a path from /"
+    )
+    allow_custom_resources: bool = setting(
+        True, doc="Let users change a profile's resources within the partition's limits."
+    )
+    partitions: list[str] = setting(
+        [], doc="Partitions offered in the form; [] = every partition that is up.",
+        pattern=NAME_PATTERN,
+    )
+    max_walltime_hours: float = setting(
+        24.0, doc="Walltime cap (hours) for partitions without a MaxTime.", minimum=0.1
+    )
+    accounts_from_slurmdbd: bool = setting(
+        False, doc="Offer the user's Slurm accounts (needs slurmdbd: sacctmgr)."
+    )
 
-    def check(self, path: str, problems: list[tuple[str, str]]) -> None:
-        if not self.profiles:
-            problems.append((f"{path}.profiles", "at least one profile is required"))
-        seen: set[str] = set()
-        for i, profile in enumerate(self.profiles):
-            if profile.key in seen:
-                problems.append((f"{path}.profiles[{i}].key", f"duplicate key {profile.key!r}"))
-            seen.add(profile.key)
-        for key in ("notebook_env", "slurm_bin_dir", "sudo"):
-            if not getattr(self, key).startswith("/"):
-                problems.append((f"{path}.{key}", "must be an absolute path"))
-        if self.job_log_dir.startswith("/") or ".." in self.job_log_dir.split("/"):
-            problems.append((f"{path}.job_log_dir", "must be a path inside the home directory"))
-        if not self.default_url.startswith("/"):
-            problems.append((f"{path}.default_url", "must start with /"))
-        for i, name in enumerate(self.partitions):
-            if not _NAME_RE.match(name):
-                problems.append((f"{path}.partitions[{i}]", f"invalid name {name!r}"))
-        _check_min(
-            self,
-            path,
-            problems,
-            start_timeout=10,
-            http_timeout=5,
-            poll_interval=1,
-            startup_poll_interval=0.1,
-            cluster_info_ttl=0,
-            max_walltime_hours=0.1,
-        )
+    def profile(self, key: str) -> Profile | None:
+        return next((p for p in self.profiles if p.key == key), None)
 
 
 @dataclass(frozen=True)
 class SeededAnnouncement:
     """An announcement put into the queue at deploy time (e.g. a maintenance window)."""
 
-    message: str
+    message: str = setting(doc="The announcement (HTML is sanitized).")
 
 
 @dataclass(frozen=True)
 class AnnouncementSettings:
-    """jupyterhub-announcement as a hub-managed service."""
+    """jupyterhub-announcement as a hub-managed service (role jupyterhub_announcement)."""
 
-    enabled: bool = True
-    port: int = 8888
-    persist_path: str = "/var/lib/jupyterhub/announcements.json"
-    cookie_secret_file: str = "/var/lib/jupyterhub/announcement_cookie_secret"  # noqa: S105
-    lifetime_days: float = 7.0
-    fixed_message: str = ""
-    seed: list[SeededAnnouncement] = field(default_factory=list)
-
-    def check(self, path: str, problems: list[tuple[str, str]]) -> None:
-        _check_min(self, path, problems, port=1, lifetime_days=0.01)
-        if self.port > 65535:
-            problems.append((f"{path}.port", "must be at most 65535"))
+    persist_path: str = setting(
+        doc="The announcement queue.",
+        render="{{ jupyterhub_announcement_state_dir }}/announcements.json",
+        pattern=ABSOLUTE_PATH_PATTERN,
+    )
+    cookie_secret_file: str = setting(
+        doc="The service's cookie secret (0600, generated once).",
+        render="{{ __jupyterhub_announcement_cookie_secret }}",
+        pattern=ABSOLUTE_PATH_PATTERN,
+    )
+    enabled: bool = setting(
+        True, doc="Run the announcement service (banner on hub pages, page to post them)."
+    )
+    port: int = setting(
+        8888, doc="Local port of the service (the proxy routes /services/announcement/ to it).",
+        minimum=1, maximum=65535,
+    )
+    lifetime_days: float = setting(7.0, doc="Days an announcement stays in the queue.", minimum=0.01)
+    fixed_message: str = setting(
+        "", doc="A fixed message on the service's page (e.g. a link to the status page)."
+    )
+    seed: list[SeededAnnouncement] = setting(
+        [], doc='Announcements put in place at deploy time, e.g. [{message: "Maintenance..."}].'
+    )
 
 
 @dataclass(frozen=True)
 class IdleCullerSettings:
     """jupyterhub-idle-culler as a hub-managed service."""
 
-    enabled: bool = True
-    timeout: int = 3600  # seconds of inactivity before a server is stopped
-    every: int = 300  # seconds between checks
-    max_age: int = 0  # stop servers older than this (seconds); 0 = never
-
-    def check(self, path: str, problems: list[tuple[str, str]]) -> None:
-        _check_min(self, path, problems, timeout=60, every=10, max_age=0)
+    enabled: bool = setting(True, doc="Stop idle servers (jupyterhub-idle-culler).")
+    timeout: int = setting(
+        3600, doc="Seconds of inactivity before a server is stopped.", minimum=60
+    )
+    every: int = setting(300, doc="Seconds between culler runs.", minimum=10)
+    max_age: int = setting(
+        0, doc="Stop servers older than this many seconds, idle or not (0 = never).", minimum=0
+    )
 
 
 @dataclass(frozen=True)
 class Settings:
     hub: HubSettings
     spawner: SpawnerSettings
-    proxy: ProxySettings = field(default_factory=ProxySettings)
-    announcement: AnnouncementSettings = field(
-        default_factory=lambda: AnnouncementSettings(enabled=False)
-    )
+    proxy: ProxySettings
     idle_culler: IdleCullerSettings = field(default_factory=IdleCullerSettings)
-
-    def profile(self, key: str) -> Profile | None:
-        return next((p for p in self.spawner.profiles if p.key == key), None)
-
-
-# --------------------------------------------------------------------------- loading
+    # Written by the jupyterhub_announcement role as a fragment; absent = no service.
+    announcement: AnnouncementSettings | None = None
 
 
-def _check_min(obj, path, problems, **minimums) -> None:
-    for key, minimum in minimums.items():
-        value = getattr(obj, key)
-        if value < minimum:
-            problems.append((f"{path}.{key}", f"must be at least {minimum}, got {value!r}"))
+# Where each section lives on the Ansible side: the role that renders it, the prefix of its
+# variables and the template the role writes (see tools/settings_schema.py).
+@dataclass(frozen=True)
+class Section:
+    name: str
+    cls: type
+    role: str
+    prefix: str
+    template: str
+
+
+SECTIONS = (
+    Section("hub", HubSettings, "jupyterhub", "jupyterhub_", "hpchub.yaml.j2"),
+    Section("proxy", ProxySettings, "jupyterhub", "jupyterhub_", "hpchub.yaml.j2"),
+    Section("spawner", SpawnerSettings, "jupyterhub", "jupyterhub_", "hpchub.yaml.j2"),
+    Section(
+        "idle_culler", IdleCullerSettings, "jupyterhub", "jupyterhub_idle_culler_", "hpchub.yaml.j2"
+    ),
+    Section(
+        "announcement",
+        AnnouncementSettings,
+        "jupyterhub_announcement",
+        "jupyterhub_announcement_",
+        "announcement.yaml.j2",
+    ),
+)
+
+
+def ansible_variable(section: Section, f: dataclasses.Field) -> str | None:
+    """The role variable that sets a field, or None for a derived (rendered) field."""
+    if f.metadata.get("render"):
+        return None
+    return f.metadata.get("var") or f"{section.prefix}{f.name}"
+
+
+# --------------------------------------------------------------------------- checking
 
 
 def _type_name(tp) -> str:
@@ -242,12 +402,38 @@ def _type_name(tp) -> str:
     return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(tp, str(tp))
 
 
+def _article(tp) -> str:
+    name = _type_name(tp)
+    return name if name.startswith("a ") else f"a {name}"
+
+
 _INVALID = object()  # a value that could not be converted (the problem is recorded)
 
 
-def _convert(tp, value, path: str, problems: list[tuple[str, str]]):
+def _check_scalar(meta, value, path: str, problems: list[tuple[str, str]]) -> None:
+    minimum, maximum = meta.get("minimum"), meta.get("maximum")
+    if minimum is not None and value < minimum:
+        problems.append((path, f"must be at least {minimum}, got {value!r}"))
+    if maximum is not None and value > maximum:
+        problems.append((path, f"must be at most {maximum}, got {value!r}"))
+    if meta.get("choices") and value not in meta["choices"]:
+        problems.append((path, f"must be one of {', '.join(meta['choices'])}, got {value!r}"))
+    pattern = meta.get("pattern")
+    if pattern and isinstance(value, str) and not re.fullmatch(pattern, value):
+        hint = meta.get("pattern_hint")
+        expected = f"must be {hint}" if hint else f"must match {pattern}"
+        problems.append((path, f"{expected}, got {value!r}"))
+
+
+def _convert(tp, value, path: str, problems: list[tuple[str, str]], meta=None):
     """Convert a YAML value to the schema type `tp`; record problems instead of raising."""
+    meta = meta or {}
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        (tp,) = [t for t in typing.get_args(tp) if t is not type(None)]
+        origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path, problems)
     if origin is list:
@@ -255,8 +441,21 @@ def _convert(tp, value, path: str, problems: list[tuple[str, str]]):
         if not isinstance(value, list):
             problems.append((path, f"must be {_type_name(tp)}, got {type(value).__name__}"))
             return _INVALID
-        items = [_convert(item_type, v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
-        return _INVALID if any(i is _INVALID for i in items) else items
+        items = [
+            _convert(item_type, v, f"{path}[{i}]", problems, meta) for i, v in enumerate(value)
+        ]
+        if any(i is _INVALID for i in items):
+            return _INVALID
+        if meta.get("non_empty") and not items:
+            problems.append((path, "at least one entry is required"))
+        if meta.get("unique"):
+            seen: set = set()
+            for i, item in enumerate(items):
+                key = getattr(item, meta["unique"])
+                if key in seen:
+                    problems.append((f"{path}[{i}].{meta['unique']}", f"duplicate {key!r}"))
+                seen.add(key)
+        return items
     ok = (
         (tp is bool and isinstance(value, bool))
         or (tp is int and isinstance(value, int) and not isinstance(value, bool))
@@ -264,9 +463,11 @@ def _convert(tp, value, path: str, problems: list[tuple[str, str]]):
         or (tp is str and isinstance(value, str))
     )
     if not ok:
-        problems.append((path, f"must be a {_type_name(tp)}, got {value!r}"))
+        problems.append((path, f"must be {_article(tp)}, got {value!r}"))
         return _INVALID
-    return float(value) if tp is float else value
+    value = float(value) if tp is float else value
+    _check_scalar(meta, value, path, problems)
+    return value
 
 
 def _build(cls, data, path: str, problems: list[tuple[str, str]]):
@@ -285,18 +486,14 @@ def _build(cls, data, path: str, problems: list[tuple[str, str]]):
     complete = True
     for name, f in known.items():
         if name in data:
-            kwargs[name] = _convert(hints[name], data[name], f"{prefix}{name}", problems)
+            kwargs[name] = _convert(
+                hints[name], data[name], f"{prefix}{name}", problems, f.metadata
+            )
             complete = complete and kwargs[name] is not _INVALID
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             problems.append((f"{prefix}{name}", "is required"))
             complete = False
-    if not complete:
-        return _INVALID
-    obj = cls(**kwargs)
-    check = getattr(obj, "check", None)
-    if check:
-        check(path, problems)
-    return obj
+    return cls(**kwargs) if complete else _INVALID
 
 
 def settings_from_dict(data, source: str = "<settings>") -> Settings:
@@ -305,6 +502,42 @@ def settings_from_dict(data, source: str = "<settings>") -> Settings:
     if problems:
         raise SettingsError(source, problems)
     return settings
+
+
+def _from_ansible(tp, value):
+    """What the generated template's filters (int, float, bool) make of an inventory value."""
+    if isinstance(value, str):
+        text = value.strip()
+        if tp is int and re.fullmatch(r"-?\d+", text):
+            return int(text)
+        if tp is float and re.fullmatch(r"-?\d+(\.\d*)?", text):
+            return float(text)
+        if tp is bool and text.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return text.lower() in ("true", "yes", "on", "1")
+    return value
+
+
+def check_ansible_values(variables: dict) -> list[str]:
+    """Check the role variables an inventory sets with the schema's rules (for preflight).
+
+    Returns one message per problem, naming the Ansible variable. Only the variables that
+    are set are checked: the others take the schema's defaults, which are valid.
+    """
+    messages = []
+    for section in SECTIONS:
+        hints = typing.get_type_hints(section.cls)
+        for f in dataclasses.fields(section.cls):
+            var = ansible_variable(section, f)
+            if var is None or var not in variables:
+                continue
+            problems: list[tuple[str, str]] = []
+            value = _from_ansible(hints[f.name], variables[var])
+            _convert(hints[f.name], value, var, problems, f.metadata)
+            messages += [f"{key}: {message}" for key, message in problems]
+    return messages
+
+
+# --------------------------------------------------------------------------- files
 
 
 def _read_yaml(path: Path):

@@ -25,7 +25,7 @@ import time
 from batchspawner import JobStatus, SlurmSpawner
 from batchspawner.batchspawner import format_template
 from tornado import web
-from traitlets import Bool, Dict, Float, List, Type, Unicode, default
+from traitlets import Float, Instance, Type, Unicode, default
 from wrapspawner import ProfilesSpawner, WrapSpawner
 
 from .cluster import ClusterQueryError, cluster_info
@@ -33,27 +33,28 @@ from .form import render_form
 from .options import (
     OPTION_NAMES,
     OptionsError,
-    ProfileSpec,
     ResourceRequest,
     offered_partitions,
     resolve_request,
 )
+from .settings import Settings
 
+# Every value comes from the validated `request` (options.ResourceRequest) or the settings.
 BATCH_SCRIPT = """#!/bin/bash
-#SBATCH --job-name=jupyter-{{hub_name}}-{{profile}}
+#SBATCH --job-name=jupyter-{{hub_name}}-{{request.profile}}
 #SBATCH --output=/dev/null
 #SBATCH --chdir={{homedir}}
 #SBATCH --export={{keepvars}}
 #SBATCH --no-requeue
 #SBATCH --nodes=1
 #SBATCH --ntasks=1
-#SBATCH --cpus-per-task={{nprocs}}
-#SBATCH --mem={{memory}}
-#SBATCH --time={{runtime}}
-{% if partition %}#SBATCH --partition={{partition}}
-{% endif %}{% if account %}#SBATCH --account={{account}}
-{% endif %}{% if gres %}#SBATCH --gres={{gres}}
-{% endif %}{% for option in sbatch_options %}#SBATCH {{option}}
+#SBATCH --cpus-per-task={{request.cores}}
+#SBATCH --mem={{request.memory_gb}}G
+#SBATCH --time={{request.walltime_minutes}}
+{% if request.partition %}#SBATCH --partition={{request.partition}}
+{% endif %}{% if request.account %}#SBATCH --account={{request.account}}
+{% endif %}{% if request.gpus %}#SBATCH --gres=gpu:{{request.gpus}}
+{% endif %}{% for option in request.sbatch_options %}#SBATCH {{option}}
 {% endfor %}
 # A JupyterLab server for {{username}}, started by the hub "{{hub_name}}" (hpchub).
 # Output goes to a log in {{log_dir}} (the directory may not exist when Slurm opens
@@ -96,59 +97,62 @@ class SpawnFailed(RuntimeError):
 class SlurmNotebookSpawner(SlurmSpawner):
     """One notebook server as one Slurm job (a batchspawner.SlurmSpawner, hardened)."""
 
-    hub_name = Unicode("hpchub", help="Name of the hub, part of the job name").tag(config=True)
-    notebook_env = Unicode(help="Prefix of the notebook environment on the compute nodes").tag(
+    settings = Instance(Settings, help="hpchub's settings (configure.py sets them)").tag(
         config=True
     )
-    job_log_dir = Unicode(".hpchub/logs", help="Job log folder, relative to home").tag(config=True)
-    slurm_bin_dir = Unicode("/usr/bin", help="Where sbatch/squeue/scancel live").tag(config=True)
-    sudo = Unicode("/usr/bin/sudo", help="sudo, to run Slurm commands as the user").tag(config=True)
+    # The validated request, linked from the ProfilesSlurmSpawner that owns this child.
+    request = Instance(ResourceRequest, allow_none=True)
     job_check_interval = Float(
         2.0, help="While waiting for the server's port: seconds between job state checks"
     ).tag(config=True)
 
-    # Filled from the validated request (see ProfilesSlurmSpawner.child_config_for).
-    req_profile = Unicode("default")
-    req_sbatch_options = List(Unicode())
-    req_hub_name = Unicode()
-    req_log_dir = Unicode()
-    req_env_prefix = Unicode()
-    req_srun = Unicode("")  # the server runs in the batch step: no --export surprises
-
     batch_script = Unicode(BATCH_SCRIPT).tag(config=True)
-    # %T state, %B batch host, %r reason
-    batch_query_cmd = Unicode("squeue -h -j {job_id} -o '%T|%B|%r'").tag(config=True)
     state_pending_re = Unicode(r"^(?:PENDING|CONFIGURING)\|").tag(config=True)
     state_running_re = Unicode(r"^(?:RUNNING|COMPLETING)\|").tag(config=True)
     state_exechost_re = Unicode(r"^(?:RUNNING|COMPLETING)\|([\w.-]+)\|").tag(config=True)
 
-    @default("req_hub_name")
-    def _default_hub_name(self):
-        return self.hub_name
-
-    @default("req_log_dir")
-    def _default_log_dir(self):
-        return self.job_log_dir
-
-    @default("req_env_prefix")
-    def _default_env_prefix(self):
-        return self.notebook_env
+    def _slurm(self, command: str) -> str:
+        return f"{self.settings.spawner.slurm_bin_dir}/{command}"
 
     @default("exec_prefix")
     def _default_exec_prefix(self):
-        return f"{self.sudo} -E -u {{username}}"
+        return f"{self.settings.spawner.sudo} -E -u {{username}}"
 
     @default("batch_submit_cmd")
     def _default_submit(self):
-        return f"{self.slurm_bin_dir}/sbatch --parsable"
+        return self._slurm("sbatch --parsable")
+
+    @default("batch_query_cmd")
+    def _default_query(self):
+        # %T state, %B batch host, %r reason
+        return self._slurm("squeue -h -j {job_id} -o '%T|%B|%r'")
 
     @default("batch_cancel_cmd")
     def _default_cancel(self):
-        return f"{self.slurm_bin_dir}/scancel {{job_id}}"
+        return self._slurm("scancel {job_id}")
 
     @default("batchspawner_singleuser_cmd")
     def _default_singleuser(self):
-        return f"{self.notebook_env}/bin/batchspawner-singleuser"
+        return f"{self.settings.spawner.notebook_env}/bin/batchspawner-singleuser"
+
+    @default("startup_poll_interval")
+    def _default_startup_poll_interval(self):
+        return self.settings.spawner.startup_poll_interval
+
+    def get_req_subvars(self):
+        # The values the batch script and the commands may use: never batchspawner's
+        # req_* traits or user options, only the settings and the validated request.
+        spawner = self.settings.spawner
+        return {
+            "username": self.user.name,
+            "homedir": self.req_homedir,
+            "keepvars": self.req_keepvars,
+            "hub_name": self.settings.hub.name,
+            "log_dir": spawner.job_log_dir,
+            "env_prefix": spawner.notebook_env,
+            "prologue": "\n".join(spawner.job_prologue),
+            "request": self.request,
+        }
 
     def _query_cmd(self, template: str) -> str:
         subvars = self.get_req_subvars()
@@ -157,22 +161,16 @@ class SlurmNotebookSpawner(SlurmSpawner):
             (format_template(self.exec_prefix, **subvars), format_template(template, **subvars))
         )
 
-    async def query_job_status(self):
-        # Make the configured squeue absolute: JupyterHub >= 5.2 passes no PATH.
-        if not self.batch_query_cmd.startswith("/"):
-            self.batch_query_cmd = f"{self.slurm_bin_dir}/{self.batch_query_cmd}"
-        return await super().query_job_status()
-
     async def _get_batch_script(self, **subvars):
         # Only trusted values go into the script: batchspawner's caller merged
-        # self.user_options into `subvars`; rebuild them from the req_* traits instead.
+        # self.user_options into `subvars`; rebuild them instead.
         trusted = self.get_req_subvars()
         trusted["cmd"] = self.cmd_formatted_for_batch()
         return format_template(self.batch_script, **trusted)
 
     @property
     def log_path(self) -> str:
-        return f"~/{self.job_log_dir}/jupyterlab-{self.job_id}.log"
+        return f"~/{self.settings.spawner.job_log_dir}/jupyterlab-{self.job_id}.log"
 
     def _reason(self) -> str:
         fields = self.job_status.split("|")
@@ -180,9 +178,10 @@ class SlurmNotebookSpawner(SlurmSpawner):
 
     async def _final_state(self) -> str:
         """State and reason of a job that left the queue (while Slurm still knows it)."""
-        template = f"{self.slurm_bin_dir}/squeue -h -t all -j {{job_id}} -o '%T|%r'"
         try:
-            out = await self.run_command(self._query_cmd(template))
+            out = await self.run_command(
+                self._query_cmd(self._slurm("squeue -h -t all -j {job_id} -o '%T|%r'"))
+            )
         except Exception:  # noqa: BLE001 - diagnostics only
             return ""
         return out.strip().replace("|", ": ", 1) if out.strip() else ""
@@ -212,11 +211,20 @@ class SlurmNotebookSpawner(SlurmSpawner):
         return True
 
     async def start(self):
+        started = time.monotonic()
+        await self.submit()
+        await self.wait_for_job(started)
+        await self.wait_for_port(started)
+        return self.ip, self.port
+
+    async def submit(self) -> None:
+        """Submit the batch script; a refused or id-less submission fails the spawn."""
+        if self.request is None:
+            raise SpawnFailed("this server has no validated resource request")
         self.ip = self.traits()["ip"].default_value
         self.port = 0
         if self.server:
             self.server.port = self.port
-        started = time.monotonic()
         try:
             await self.submit_batch_script()
         except RuntimeError as e:
@@ -224,9 +232,14 @@ class SlurmNotebookSpawner(SlurmSpawner):
         if not self.job_id:
             raise SpawnFailed("Slurm accepted the notebook job but returned no job id")
         self.log.info(
-            "%s: submitted Slurm job %s (profile %s)", self.user.name, self.job_id, self.req_profile
+            "%s: submitted Slurm job %s (profile %s)",
+            self.user.name,
+            self.job_id,
+            self.request.profile,
         )
 
+    async def wait_for_job(self, started: float) -> None:
+        """Until the job runs; a job that ends, or can never start, fails the spawn."""
         while True:
             status = await self.query_job_status()
             if status == JobStatus.RUNNING:
@@ -243,7 +256,6 @@ class SlurmNotebookSpawner(SlurmSpawner):
                     "Choose other resources or ask the support team."
                 )
             await asyncio.sleep(self.startup_poll_interval)
-
         self.ip = self.state_gethost()
         self.log.info(
             "%s: job %s running on %s after %.1f s; waiting for the server's port",
@@ -252,10 +264,14 @@ class SlurmNotebookSpawner(SlurmSpawner):
             self.ip,
             time.monotonic() - started,
         )
-        # batchspawner-singleuser reports its port BEFORE the server starts listening, and
-        # JupyterHub then only waits for HTTP (http_timeout): a server that crashes on
-        # start-up would be noticed minutes later. So wait here until the port accepts
-        # connections, checking every few seconds that the job is still alive.
+
+    async def wait_for_port(self, started: float) -> None:
+        """Until the server's port accepts connections, while the job stays alive.
+
+        batchspawner-singleuser reports its port BEFORE the server starts listening, and
+        JupyterHub then only waits for HTTP (http_timeout): a server that crashes on
+        start-up would be noticed minutes later.
+        """
         last_check = time.monotonic()
         while self.port == 0 or not await self._accepts_connections():
             await asyncio.sleep(self.startup_poll_interval)
@@ -272,7 +288,6 @@ class SlurmNotebookSpawner(SlurmSpawner):
             self.port,
             time.monotonic() - started,
         )
-        return self.ip, self.port
 
     async def progress(self):
         while True:
@@ -292,32 +307,20 @@ class SlurmNotebookSpawner(SlurmSpawner):
             await asyncio.sleep(1)
 
 
-def profile_specs(profiles: list[dict]) -> list[ProfileSpec]:
-    return [
-        ProfileSpec(**{**p, "sbatch_options": tuple(p.get("sbatch_options", ()))}) for p in profiles
-    ]
-
-
 class ProfilesSlurmSpawner(ProfilesSpawner):
     """The profile menu + resource form; each choice becomes a SlurmNotebookSpawner."""
 
-    hpc_profiles = List(Dict(), help="Profiles: dicts with the fields of options.ProfileSpec").tag(
+    settings = Instance(Settings, help="hpchub's settings (configure.py sets them)").tag(
         config=True
     )
-    allow_custom_resources = Bool(True).tag(config=True)
-    allowed_partitions = List(Unicode(), help="Partitions offered; [] = all").tag(config=True)
-    max_walltime_hours = Float(24.0).tag(config=True)
-    accounts_from_slurmdbd = Bool(False).tag(config=True)
-    slurm_bin_dir = Unicode("/usr/bin").tag(config=True)
-    cluster_info_ttl = Float(60.0).tag(config=True)
-
     # Never anything but a Slurm job: stock wrapspawner defaults to LocalProcessSpawner.
     child_class = Type(SlurmNotebookSpawner, SlurmNotebookSpawner)
-    request = Dict(help="The validated resource request of the current server")
+    # The validated request of the current server; wrapspawner links it to the child.
+    request = Instance(ResourceRequest, allow_none=True)
 
     @default("profiles")
     def _default_profiles(self):
-        return [(p.display_name, p.key, SlurmNotebookSpawner, {}) for p in self.specs]
+        return [(p.display_name, p.key, SlurmNotebookSpawner, {}) for p in self.settings.spawner.profiles]
 
     @default("options_form")
     def _default_options_form(self):
@@ -329,34 +332,29 @@ class ProfilesSlurmSpawner(ProfilesSpawner):
         return ProfilesSlurmSpawner._apply_user_options_hook
 
     @property
-    def specs(self) -> list[ProfileSpec]:
-        return profile_specs(self.hpc_profiles)
-
-    @property
     def cluster(self):
-        return cluster_info(self.slurm_bin_dir, self.cluster_info_ttl)
+        spawner = self.settings.spawner
+        return cluster_info(spawner.slurm_bin_dir, spawner.cluster_info_ttl)
 
     async def _accounts(self) -> list[str] | None:
-        if not self.accounts_from_slurmdbd:
+        if not self.settings.spawner.accounts_from_slurmdbd:
             return None
         return await self.cluster.accounts(self.user.name)
 
+    async def _partitions(self):
+        return offered_partitions(await self.cluster.partitions(), self.settings.spawner.partitions)
+
     async def resolve(self, user_options) -> ResourceRequest:
-        partitions = offered_partitions(await self.cluster.partitions(), self.allowed_partitions)
         return resolve_request(
             user_options,
-            self.specs,
-            partitions,
-            allow_custom_resources=self.allow_custom_resources,
-            max_walltime_hours=self.max_walltime_hours,
+            self.settings.spawner,
+            await self._partitions(),
             accounts=await self._accounts(),
         )
 
     async def get_options_form(self):
         try:
-            partitions = offered_partitions(
-                await self.cluster.partitions(), self.allowed_partitions
-            )
+            partitions = await self._partitions()
             accounts = await self._accounts()
         except ClusterQueryError as e:
             self.log.error("Cannot read partitions from Slurm for the form: %s", e)
@@ -366,10 +364,9 @@ class ProfilesSlurmSpawner(ProfilesSpawner):
             )
         previous = self.orm_spawner.user_options if self.orm_spawner else None
         return render_form(
-            self.specs,
+            self.settings.spawner,
             partitions,
-            allow_custom_resources=self.allow_custom_resources,
-            max_walltime_hours=self.max_walltime_hours,
+            hub_base_url=self.hub.base_url if self.hub else "/hub/",
             accounts=accounts,
             selected=previous if isinstance(previous, dict) else None,
         )
@@ -394,56 +391,41 @@ class ProfilesSlurmSpawner(ProfilesSpawner):
         except ClusterQueryError as e:
             spawner.log.error("%s: cannot check options against Slurm: %s", spawner.user.name, e)
             raise web.HTTPError(503, f"The hub cannot reach Slurm right now: {e}") from e
-        spawner.request = request.as_dict()
+        spawner.request = request
         spawner.log.info(
             "%s: profile %s -> %s", spawner.user.name, request.profile, request.describe()
         )
 
-    @staticmethod
-    def child_config_for(request: dict) -> dict:
-        return {
-            "req_profile": request["profile"],
-            "req_partition": request["partition"],
-            "req_nprocs": str(request["cores"]),
-            "req_memory": f"{request['memory_gb']}G",
-            "req_runtime": str(request["walltime_minutes"]),
-            "req_gres": f"gpu:{request['gpus']}" if request["gpus"] else "",
-            "req_account": request["account"],
-            "req_sbatch_options": list(request.get("sbatch_options", ())),
-            # Not linked from the wrapper: the child never sees raw user options.
-            "user_options": {},
-        }
-
     def select_profile(self, profile):
         # Whatever the stored profile, the child is a Slurm job (never a local process);
-        # its resources come from the saved child_config.
+        # its resources come from the validated request, linked to the child.
         self.child_class = SlurmNotebookSpawner
 
     def construct_child(self):
-        # A new server: the child is built from the validated request alone. A server
-        # restored from the database (load_state) keeps its saved child_config.
-        if self.child_spawner is None and not self.child_config and self.request:
-            self.child_profile = self.request["profile"]
-            self.child_config = self.child_config_for(self.request)
+        if self.child_spawner is None and self.request is not None:
+            self.child_profile = self.request.profile
+        # Not linked from the wrapper: the child never sees raw user options.
+        self.child_config = {"user_options": {}}
         self.child_class = SlurmNotebookSpawner
         return WrapSpawner.construct_child(self)
 
     def start(self):
-        if not self.request:
+        if self.request is None:
             # apply_user_options did not run or failed: never submit unvalidated input.
             raise SpawnFailed("this server has no validated resource request")
         return super().start()
 
     def get_state(self):
         state = super().get_state()
-        if self.request:
-            state["request"] = self.request
+        if self.request is not None:
+            state["request"] = self.request.to_state()
         return state
 
     def load_state(self, state):
-        self.request = state.get("request", {})
+        # Before wrapspawner's load_state, which builds the child (linking the request).
+        self.request = ResourceRequest.from_state(state.get("request"))
         super().load_state(state)
 
     def clear_state(self):
         super().clear_state()
-        self.request = {}
+        self.request = None

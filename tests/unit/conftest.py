@@ -5,16 +5,19 @@ import types
 
 import pytest
 from hpchub_config.cluster import Partition
+from hpchub_config.settings import settings_from_dict
 from traitlets.config import Config
 
 BASE_SETTINGS = {
     "hub": {
         "name": "testhub",
         "connect_url": "http://login1:8081",
+        "bind_url": "http://0.0.0.0:8081",
+        "cookie_secret_file": "/var/lib/jupyterhub/jupyterhub_cookie_secret",
         "admin_users": ["hubadmin"],
         "allowed_groups": ["hpcusers"],
     },
-    "proxy": {"auth_token_file": "/nonexistent/set-by-test"},
+    "proxy": {"api_url": "http://127.0.0.1:8001", "auth_token_file": "/nonexistent/set-by-test"},
     "spawner": {
         "notebook_env": "/opt/software/hpchub/jupyter",
         "profiles": [
@@ -36,7 +39,12 @@ BASE_SETTINGS = {
             },
         ],
     },
-    "announcement": {"enabled": True, "seed": [{"message": "Maintenance on Monday"}]},
+    "announcement": {
+        "persist_path": "/var/lib/jupyterhub/announcements.json",
+        "cookie_secret_file": "/var/lib/jupyterhub/announcement_cookie_secret",
+        "enabled": True,
+        "seed": [{"message": "Maintenance on Monday"}],
+    },
     "idle_culler": {"timeout": 3600},
 }
 
@@ -87,29 +95,21 @@ def fake_hub():
     )
 
 
+def spawner_settings():
+    """The settings the spawner tests run with (a hub named testhub, env in /opt/env)."""
+    data = copy.deepcopy(BASE_SETTINGS)
+    data["spawner"]["notebook_env"] = "/opt/env"
+    data["spawner"]["profiles"][0]["display_name"] = "Small"
+    data["spawner"]["profiles"][1]["display_name"] = "Medium"
+    data["spawner"]["profiles"][1]["sbatch_options"] = ["--qos=interactive"]
+    return settings_from_dict(data)
+
+
 @pytest.fixture
 def spawner_config():
     c = Config()
-    c.ProfilesSlurmSpawner.hpc_profiles = [
-        {
-            "key": "small",
-            "display_name": "Small",
-            "partition": "batch",
-            "cores": 1,
-            "memory_gb": 2,
-            "walltime_hours": 1.0,
-        },
-        {
-            "key": "medium",
-            "display_name": "Medium",
-            "partition": "batch",
-            "cores": 2,
-            "memory_gb": 4,
-            "walltime_hours": 4.0,
-            "sbatch_options": ["--qos=interactive"],
-        },
-    ]
-    c.SlurmNotebookSpawner.hub_name = "testhub"
-    c.SlurmNotebookSpawner.notebook_env = "/opt/env"
+    settings = spawner_settings()
+    c.ProfilesSlurmSpawner.settings = settings
+    c.SlurmNotebookSpawner.settings = settings
     c.Spawner.cmd = ["/opt/env/bin/jupyterhub-singleuser"]
     return c

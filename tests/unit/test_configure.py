@@ -45,11 +45,14 @@ def test_every_local_user_when_no_group_is_set(tmp_path, settings_data):
 
 def test_spawner_profiles_and_absolute_commands(config):
     assert config.JupyterHub.spawner_class == "hpchub_config.spawner.ProfilesSlurmSpawner"
-    profiles = config.ProfilesSlurmSpawner.hpc_profiles
-    assert [p["key"] for p in profiles] == ["small", "medium"]
-    assert profiles[1]["cores"] == 2 and profiles[1]["walltime_hours"] == 4.0
+    settings = config.ProfilesSlurmSpawner.settings
+    # Both spawners read the one settings object: no copies of its values in traits.
+    assert config.SlurmNotebookSpawner.settings is settings
+    profiles = settings.spawner.profiles
+    assert [p.key for p in profiles] == ["small", "medium"]
+    assert profiles[1].cores == 2 and profiles[1].walltime_hours == 4.0
     assert config.Spawner.cmd == ["/opt/software/hpchub/jupyter/bin/jupyterhub-singleuser"]
-    assert config.SlurmNotebookSpawner.hub_name == "testhub"
+    assert settings.hub.name == "testhub"
     assert config.Spawner.default_url == "/lab"
 
 
@@ -65,6 +68,25 @@ def test_services_get_minimal_scopes(config):
     )
     assert "--timeout=3600" in services["idle-culler"]["command"]
     assert any(p.endswith("hpchub_config/templates") for p in config.JupyterHub.template_paths)
+
+
+def test_form_script_is_served_by_the_hub(config):
+    from hpchub_config.form import STATIC_DIR, STATIC_ROUTE, StaticHandler
+    from jupyterhub import handlers
+
+    routes = [h for h in handlers.default_handlers if h[0] == STATIC_ROUTE]
+    assert routes == [(STATIC_ROUTE, StaticHandler, {"path": str(STATIC_DIR)})]
+    assert (STATIC_DIR / "form.js").is_file()
+
+
+def test_no_announcement_service_without_its_section(tmp_path, settings_data):
+    token = tmp_path / "t"
+    token.write_text("x")
+    settings_data["proxy"]["auth_token_file"] = str(token)
+    del settings_data["announcement"]
+    c = Config()
+    configure(c, settings_from_dict(settings_data), "x.yaml")
+    assert [s["name"] for s in c.JupyterHub.services] == ["idle-culler"]
 
 
 def test_batchspawner_port_api_is_replaced(config):

@@ -1,31 +1,39 @@
 """User options (form and REST API) -> a validated Slurm request, or a clear refusal."""
 
+import dataclasses
+
 import pytest
-from hpchub_config.options import OptionsError, ProfileSpec, resolve_request
+from hpchub_config.options import OptionsError, resolve_request
+from hpchub_config.settings import Profile, SpawnerSettings
 
-PROFILES = [
-    ProfileSpec(
-        key="small",
-        display_name="Small",
-        partition="batch",
-        cores=1,
-        memory_gb=2,
-        walltime_hours=1.0,
-    ),
-    ProfileSpec(
-        key="big",
-        display_name="Big",
-        partition="batch",
-        cores=2,
-        memory_gb=4,
-        walltime_hours=4.0,
-        sbatch_options=("--qos=interactive",),
-    ),
-]
+SETTINGS = SpawnerSettings(
+    notebook_env="/opt/env",
+    profiles=[
+        Profile(
+            key="small",
+            display_name="Small",
+            partition="batch",
+            cores=1,
+            memory_gb=2,
+            walltime_hours=1.0,
+        ),
+        Profile(
+            key="big",
+            display_name="Big",
+            partition="batch",
+            cores=2,
+            memory_gb=4,
+            walltime_hours=4.0,
+            sbatch_options=["--qos=interactive"],
+        ),
+    ],
+)
 
 
-def resolve(options, partitions, **kwargs):
-    return resolve_request(options, PROFILES, partitions, **kwargs)
+def resolve(options, partitions, accounts=None, **settings):
+    return resolve_request(
+        options, dataclasses.replace(SETTINGS, **settings), partitions, accounts=accounts
+    )
 
 
 def refusal(options, partitions, **kwargs):

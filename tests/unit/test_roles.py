@@ -242,5 +242,5 @@ def test_example_inventory_renders_settings_that_hub_config_accepts(tmp_path):
     assert settings.hub.public_url == "https://jupyter.example.org/"
     assert settings.spawner.notebook_env == "/sw/jupyter/hpchub"
     assert [p.key for p in settings.spawner.profiles] == ["interactive", "interactive-large", "gpu"]
-    assert settings.profile("gpu").gpus == 1
+    assert settings.spawner.profile("gpu").gpus == 1
     assert settings.announcement.enabled and len(settings.announcement.seed) == 1

@@ -48,10 +48,22 @@ def test_wrong_types_are_named(settings_data):
 
 def test_missing_required_keys(settings_data):
     del settings_data["hub"]["connect_url"]
-    del settings_data["spawner"]["profiles"]
+    del settings_data["spawner"]["notebook_env"]
     problems = problems_of(settings_data)
     assert problems["hub.connect_url"] == "is required"
-    assert problems["spawner.profiles"] == "is required"
+    assert problems["spawner.notebook_env"] == "is required"
+
+
+def test_profiles_default_to_the_schema_menu_but_may_not_be_empty(settings_data):
+    del settings_data["spawner"]["profiles"]
+    assert [p.key for p in settings_from_dict(settings_data).spawner.profiles] == [
+        "small",
+        "medium",
+    ]
+    settings_data["spawner"]["profiles"] = []
+    assert problems_of(settings_data) == {
+        "spawner.profiles": "at least one entry is required"
+    }
 
 
 def test_duplicate_profile_keys_and_bad_values(settings_data):
@@ -108,7 +120,7 @@ def test_check_command_exit_codes(tmp_path, settings_data):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(settings_data))
     fragment = tmp_path / "fragment.yaml"
-    fragment.write_text(yaml.safe_dump({"announcement": {"port": 8888}}))
+    fragment.write_text(yaml.safe_dump({"announcement": settings_data["announcement"]}))
     cmd = [sys.executable, "-m", "hpchub_config.settings"]
     assert subprocess.run([*cmd, str(good)], capture_output=True).returncode == 0
     result = subprocess.run([*cmd, str(bad)], capture_output=True, text=True)

@@ -4,20 +4,20 @@ import asyncio
 
 import pytest
 from conftest import fake_hub, fake_user
-from hpchub_config.options import OptionsError
+from hpchub_config.options import OptionsError, ResourceRequest
 from hpchub_config.spawner import ProfilesSlurmSpawner, SlurmNotebookSpawner, SpawnFailed
 from tornado import web
 
-REQUEST = {
-    "profile": "medium",
-    "partition": "batch",
-    "cores": 2,
-    "memory_gb": 4,
-    "walltime_minutes": 240,
-    "gpus": 0,
-    "account": "",
-    "sbatch_options": ["--qos=interactive"],
-}
+REQUEST = ResourceRequest(
+    profile="medium",
+    partition="batch",
+    cores=2,
+    memory_gb=4,
+    walltime_minutes=240,
+    gpus=0,
+    account="",
+    sbatch_options=("--qos=interactive",),
+)
 
 
 @pytest.fixture(autouse=True)
@@ -36,7 +36,7 @@ def wrapper(spawner_config):
 
 
 def child_for(wrapper, request=REQUEST):
-    wrapper.request = dict(request)
+    wrapper.request = request
     child = wrapper.construct_child()
     child.api_token = "secret-token"
     return child
@@ -89,7 +89,8 @@ def test_restored_server_keeps_its_slurm_child_even_for_an_unknown_profile(wrapp
     restored.load_state(state)
     assert isinstance(restored.child_spawner, SlurmNotebookSpawner)
     assert restored.child_spawner.job_id == "42"
-    assert restored.child_spawner.req_nprocs == "2"
+    assert restored.child_spawner.request == REQUEST
+    assert "#SBATCH --cpus-per-task=2" in script_of(restored.child_spawner)
 
 
 def test_start_without_a_validated_request_is_refused(wrapper):
@@ -107,10 +108,10 @@ def test_apply_user_options_refuses_with_http_400(wrapper, partitions, monkeypat
         asyncio.run(hook(wrapper, {"profile": "nope"}))
     assert info.value.status_code == 400
     assert "unknown profile" in info.value.log_message
-    assert wrapper.request == {}
+    assert wrapper.request is None
 
     asyncio.run(hook(wrapper, {"profile": "small", "cores": "3"}))
-    assert wrapper.request["cores"] == 3 and wrapper.request["profile"] == "small"
+    assert wrapper.request.cores == 3 and wrapper.request.profile == "small"
 
 
 def test_form_errors_come_back_as_value_errors(wrapper, partitions, monkeypatch):
