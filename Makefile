@@ -65,6 +65,10 @@ lint: venv ## yamllint, ansible-lint (production profile), ruff
 	@echo "==> ansible-lint"; ansible-lint
 	@echo "==> ruff"; ruff check . && ruff format --check .
 
+.PHONY: generate
+generate: venv ## Regenerate the role files and docs/configuration.md from the settings schema
+	$(BIN)/python tools/settings_schema.py
+
 .PHONY: unit
 unit: venv ## Unit tests (hub_config, inventory validation); no testbed needed
 	pytest tests/unit --junitxml=.cache/test-results/unit.xml

@@ -404,7 +404,9 @@ def _type_name(tp) -> str:
 
 def _article(tp) -> str:
     name = _type_name(tp)
-    return name if name.startswith("a ") else f"a {name}"
+    if name.startswith("a "):
+        return name
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
 
 
 _INVALID = object()  # a value that could not be converted (the problem is recorded)

@@ -205,8 +205,9 @@ def test_example_inventory_with_a_misspelled_hub_variable_fails_naming_it(exampl
     )
 
 
-# Renders the settings the roles would write on the login node from the example inventory, with
-# the roles' own defaults and vars (their tasks are skipped), and prints them for the test to read.
+# Renders the settings files the roles would write on the login node from the example inventory
+# (the generated templates, with the roles' own defaults and vars; their tasks are skipped), and
+# prints them for the test to read.
 RENDER_SETTINGS = """
 - name: Render the hub's settings from the inventory (no host is contacted)
   hosts: login
@@ -222,13 +223,18 @@ RENDER_SETTINGS = """
       when: false
     - name: Show the settings
       ansible.builtin.debug:
-        msg: "{{ __jupyterhub_settings | combine(__jupyterhub_announcement_settings) }}"
+        msg: >-
+          {{ lookup('ansible.builtin.template', '@ROLES@/jupyterhub/templates/hpchub.yaml.j2')
+             | from_yaml
+             | combine(lookup('ansible.builtin.template',
+                              '@ROLES@/jupyterhub_announcement/templates/announcement.yaml.j2')
+                       | from_yaml) }}
 """
 
 
 def test_example_inventory_renders_settings_that_hub_config_accepts(tmp_path):
     playbook = tmp_path / "render.yml"
-    playbook.write_text(RENDER_SETTINGS)
+    playbook.write_text(RENDER_SETTINGS.replace("@ROLES@", str(ROLES_DIR)))
     result = ansible_playbook(
         EXAMPLE_INVENTORY, playbook, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json"
     )
