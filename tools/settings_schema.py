@@ -191,7 +191,9 @@ def template(role: str) -> str:
 def _markdown_value(value) -> str:
     if value is dataclasses.MISSING:
         return "(required)"
-    text = yaml.safe_dump(plain(value), default_flow_style=True, width=10_000).strip()
+    text = yaml.safe_dump(
+        plain(value), default_flow_style=True, width=10_000, sort_keys=False
+    ).strip()
     text = text.removesuffix("\n...").removesuffix("...").strip()
     return f"`{text}`".replace("|", "\\|")
 
@@ -216,9 +218,10 @@ def documentation() -> str:
     ]
     for section in schema.SECTIONS:
         out += [
-            f"## `{section.name}`: {section.cls.__doc__.strip()}",
+            f"## {section.name}",
             "",
-            f"Role `{section.role}`, file `roles/{section.role}/templates/{section.template}`.",
+            f"{section.cls.__doc__.strip()} Role `{section.role}`, rendered by "
+            f"`roles/{section.role}/templates/{section.template}`.",
             "",
             "| Setting | Ansible variable | Default | Allowed | Meaning |",
             "|---|---|---|---|---|",
@@ -227,7 +230,7 @@ def documentation() -> str:
             var = schema.ansible_variable(section, f)
             variable = f"`{var}`" if var else f"derived: `{f.metadata['render']}`"
             default = (
-                f"`{f.metadata['role_default']}`"
+                f"`{f.metadata['role_default']}`".replace("|", "\\|")
                 if f.metadata.get("role_default")
                 else _markdown_value(default_of(f))
             )
@@ -238,7 +241,9 @@ def documentation() -> str:
         out.append("")
     for cls in (schema.Profile, schema.SeededAnnouncement):
         out += [
-            f"## Entries of type `{cls.__name__}`: {cls.__doc__.strip()}",
+            f"## {cls.__name__} entries",
+            "",
+            cls.__doc__.strip(),
             "",
             "| Field | Default | Allowed | Meaning |",
             "|---|---|---|---|",

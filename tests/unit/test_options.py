@@ -1,6 +1,7 @@
 """User options (form and REST API) -> a validated Slurm request, or a clear refusal."""
 
 import dataclasses
+import re
 
 import pytest
 from hpchub_config.options import OptionsError, resolve_request
@@ -135,3 +136,28 @@ def test_accounts_are_checked_against_the_users_own(partitions):
 
 def test_no_partition_available(partitions):
     assert "no Slurm partition" in refusal({}, {})
+
+
+def test_api_docs_list_exactly_the_vocabulary():
+    from pathlib import Path
+
+    from hpchub_config.options import OPTION_NAMES
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    documented = re.findall(r"^\| `([a-z_]+)` \|", docs, flags=re.M)
+    assert tuple(documented) == OPTION_NAMES
+
+
+@pytest.mark.parametrize("falsy", [None, False, 0, {}, []])
+@pytest.mark.parametrize("name", ["profile", "partition", "account"])
+def test_null_false_zero_or_empty_objects_are_refused_never_dropped(partitions, name, falsy):
+    # {"account": null} must not silently drop a profile's account (or partition).
+    message = refusal({name: falsy}, partitions)
+    assert name in message
+
+
+@pytest.mark.parametrize(
+    "hours", [10**400, 1e308, float("inf"), "999999999", 2**63]
+)
+def test_enormous_walltimes_get_the_user_facing_message(partitions, hours):
+    assert "allows at most 8 h" in refusal({"walltime_hours": hours}, partitions)
