@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -50,7 +51,7 @@ def write_vars(inventory: Path, relative: str, values: dict) -> None:
     path.write_text("---\n" + yaml.safe_dump(values, sort_keys=False))
 
 
-def run_playbook(inventory: Path, playbook: str) -> subprocess.CompletedProcess:
+def run_playbook(inventory: Path, playbook: str, *args: str) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
@@ -63,6 +64,7 @@ def run_playbook(inventory: Path, playbook: str) -> subprocess.CompletedProcess:
             "-i",
             str(inventory / "hosts.yml"),
             str(REPO / "playbooks" / playbook),
+            *args,
         ],
         cwd=REPO,
         env=env,
@@ -91,6 +93,38 @@ def test_testbed_inventory_passes_preflight_without_contacting_any_host(inventor
     assert "unreachable=0" in result.stdout
     assert "changed=0" in result.stdout
     assert "changed=1" not in result.stdout
+
+
+# site.yml imports preflight.yml, cluster.yml and hub.yml, and each of them starts with the
+# preflight play. The hosts do not exist, so the run fails at the first play that contacts them:
+# the one after cluster.yml's preflight play, or, without the bootstrap (whose plays are then
+# skipped), the one after hub.yml's.
+@pytest.mark.parametrize(
+    ("bootstrap", "preflight_plays", "first_contact"),
+    [
+        ("true", 2, "PLAY [Trust the site's CA and package mirrors]"),
+        ("false", 3, "PLAY [Notebook environment for the compute nodes]"),
+    ],
+)
+def test_preflight_checks_run_once_in_a_site_yml_run(
+    inventory, bootstrap, preflight_plays, first_contact
+):
+    result = run_playbook(inventory, "site.yml", "-e", f"hpchub_bootstrap_cluster={bootstrap}")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    sections = output.split("PLAY [")[1:]
+    plays = ["PLAY [" + section.split("\n", 1)[0].rstrip(" *") for section in sections]
+    preflight = [i for i, title in enumerate(plays) if title.startswith("PLAY [Preflight checks")]
+    assert len(preflight) == preflight_plays, plays
+    assert plays[preflight[-1] + 1 :] == [first_contact], plays
+    tasks = [re.findall(r"^TASK \[(.+?)\] \*", sections[i], re.M) for i in preflight]
+    # The first preflight play runs every check, the slurm role's group checks with the bootstrap.
+    assert "preflight : Every role variable in the inventory is known" in tasks[0]
+    slurm_checks = "slurm : The controller group has exactly one host" in tasks[0]
+    assert slurm_checks == (bootstrap == "true")
+    # Later ones run only Ansible's own check of the preflight role's arguments, then end the role.
+    for later in tasks[1:]:
+        assert [t for t in later if not t.startswith("preflight : Validating arguments")] == []
 
 
 # --- broken inventories --------------------------------------------------------------------------
