@@ -56,8 +56,8 @@ testbed-down: ## Remove the testbed (containers, network, volumes, .testbed/)
 	@rm -rf .testbed
 
 .PHONY: shell
-shell: ## Shell on a testbed node: make shell NODE=login1
-	docker exec -it hpchub-$(or $(NODE),login1) bash -l
+shell: ## Shell on a testbed node: make shell NODE=mgmt1 (default: the login node)
+	@tools/testbed.sh shell $(NODE)
 
 .PHONY: lint
 lint: venv ## yamllint, ansible-lint (production profile), ruff

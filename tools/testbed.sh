@@ -5,20 +5,38 @@
 #
 #   tools/testbed.sh engine   make sure a docker engine answers (install/start it if we may)
 #   tools/testbed.sh images   build the base and node images if missing
-#   tools/testbed.sh up       engine + images + start the four containers, wait for systemd
+#   tools/testbed.sh up       engine + images + start the node containers, wait for systemd
 #   tools/testbed.sh down     remove containers, network and volumes
 #   tools/testbed.sh status   show the containers
+#   tools/testbed.sh shell [NODE]     a root login shell on a node (default: the login node)
+#   tools/testbed.sh compose ARGS     docker compose on the testbed's compose file
+#   tools/testbed.sh topology ARGS    tools/testbed_topology.py (hosts, login, ...)
+#
+# The nodes, their containers and the published port are described once, in the Ansible inventory
+# (inventories/testbed/hosts.yml); tools/testbed_topology.py writes the compose file from it and from
+# the base containers/compose.yml.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 project="${HPCHUB_TESTBED_PROJECT:-hpchub-testbed}"
-compose_file="$here/containers/compose.yml"
+compose_file="$here/.testbed/compose.yml"
 node_image="${HPCHUB_NODE_IMAGE:-hpchub/node:bookworm}"
 base_image="${HPCHUB_BASE_IMAGE:-hpchub/base:bookworm}"
-nodes=(mgmt1 login1 node1 node2)
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
+
+# The project's venv has PyYAML; without one (e.g. `make testbed-down` before `make venv`), python3.
+topology() {
+    local python=python3
+    [ -x "$here/.venv/bin/python" ] && python="$here/.venv/bin/python"
+    "$python" "$here/tools/testbed_topology.py" "$@"
+}
+
+# "NAME CONTAINER" lines of the inventory's hosts.
+hosts() {
+    topology hosts || die "cannot read the testbed's hosts from inventories/testbed/hosts.yml"
+}
 
 docker_answers() { docker info >/dev/null 2>&1; }
 
@@ -66,6 +84,7 @@ MSG
 }
 
 compose() {
+    topology compose "$compose_file" || die "cannot write $compose_file"
     if docker compose version >/dev/null 2>&1; then
         docker compose -p "$project" -f "$compose_file" "$@"
     elif command -v docker-compose >/dev/null 2>&1; then
@@ -87,11 +106,12 @@ images() {
     fi
 }
 
+# Wait for systemd in every container; $1: the "NAME CONTAINER" lines of hosts.
 wait_systemd() {
-    local n state
-    for n in "${nodes[@]}"; do
+    local node container state
+    while read -r node container; do
         for _ in $(seq 1 60); do
-            state="$(docker exec "hpchub-$n" systemctl is-system-running 2>/dev/null || true)"
+            state="$(docker exec "$container" systemctl is-system-running 2>/dev/null || true)"
             case "$state" in
                 running|degraded) break ;;
             esac
@@ -99,19 +119,24 @@ wait_systemd() {
         done
         case "$state" in
             running) ;;
-            degraded) say "warning: $n is degraded: $(docker exec "hpchub-$n" systemctl --failed --no-legend --plain | tr '\n' ' ')" ;;
-            *) die "systemd in hpchub-$n did not come up (state: ${state:-none})" ;;
+            degraded) say "warning: $node is degraded: $(docker exec "$container" systemctl --failed --no-legend --plain | tr '\n' ' ')" ;;
+            *) die "systemd in $container did not come up (state: ${state:-none})" ;;
         esac
-    done
-    say "systemd is running in ${nodes[*]}"
+    done <<<"$1"
+    say "systemd is running in $(names "$1")"
 }
 
+# The node names of "NAME CONTAINER" lines, on one line.
+names() { cut -d' ' -f1 <<<"$1" | paste -sd' ' -; }
+
 up() {
+    local listing
+    listing="$(hosts)"
     engine
     images
-    say "starting the testbed containers (${nodes[*]})"
+    say "starting the testbed containers ($(names "$listing"))"
     compose up -d --no-build 2>&1 | grep -v -e '^$' || true
-    wait_systemd
+    wait_systemd "$listing"
 }
 
 down() {
@@ -125,12 +150,22 @@ down() {
     local leftovers
     leftovers="$(docker ps -aq --filter label=org.hpchub.testbed=1)"
     [ -z "$leftovers" ] || docker rm -f $leftovers >/dev/null
-    docker volume rm hpchub-home hpchub-software >/dev/null 2>&1 || true
-    docker network rm hpchub-cluster >/dev/null 2>&1 || true
+    local name
+    for name in $(topology volumes); do docker volume rm "$name" >/dev/null 2>&1 || true; done
+    for name in $(topology networks); do docker network rm "$name" >/dev/null 2>&1 || true; done
 }
 
 status() {
     docker ps -a --filter label=org.hpchub.testbed=1 --format 'table {{.Names}}\t{{.Status}}\t{{.Ports}}'
+}
+
+shell() {
+    local listing node container
+    listing="$(hosts)"
+    node="${1:-$(topology login | cut -d' ' -f1)}"
+    container="$(awk -v node="$node" '$1 == node { print $2 }' <<<"$listing")"
+    [ -n "$container" ] || die "$node is not a testbed node ($(names "$listing"))"
+    exec docker exec -it "$container" bash -l
 }
 
 case "${1:-}" in
@@ -139,6 +174,8 @@ case "${1:-}" in
     up) up ;;
     down) down ;;
     status) status ;;
+    shell) shift; shell "$@" ;;
     compose) shift; compose "$@" ;;
-    *) echo "usage: $0 {engine|images|up|down|status|compose ARGS}" >&2; exit 2 ;;
+    topology) shift; topology "$@" ;;
+    *) echo "usage: $0 {engine|images|up|down|status|shell [NODE]|compose ARGS|topology ARGS}" >&2; exit 2 ;;
 esac
