@@ -1,6 +1,6 @@
-"""Shared fixtures for the tests that run against the testbed (containers/compose.yml).
+"""Shared fixtures for the tests that run against the testbed (`make testbed`, Molecule).
 
-Hosts are reached with testinfra's docker backend (`docker exec hpchub-<node>`), so the same tests
+Hosts are reached with testinfra's docker backend (`docker exec <container>`), so the same tests
 work under Molecule's verifier and under plain `pytest tests/testbed` after `make testbed`.
 Without running containers every test here fails with a message saying how to bring the
 testbed up: a skipped end-to-end test proves nothing.
@@ -13,26 +13,13 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 import testinfra
 
-REPO = Path(__file__).resolve().parents[2]
-TESTBED_INVENTORY_DIR = REPO / "inventories" / "testbed"
+from .topology import ALL_NODES, COMPUTE_NODES, CONTROLLER, LOGIN, REPO, container
+
 CREDENTIALS_DIR = REPO / ".testbed" / "credentials"  # testbed_credentials_dir
-
-CONTROLLER = "mgmt1"
-LOGIN = "login1"
-COMPUTE_NODES = ("node1", "node2")
-ALL_NODES = (CONTROLLER, LOGIN, *COMPUTE_NODES)
-# The testbed's demo users (inventories/testbed/group_vars/all/cluster.yml).
-DEMO_USERS = {"hubadmin": 2001, "alice": 2002, "bob": 2003}
-DEMO_GROUP = ("hpcusers", 2000)
-
-
-def container(node: str) -> str:
-    return f"hpchub-{node}"
 
 
 def _running_containers() -> set[str]:
@@ -46,7 +33,7 @@ def _running_containers() -> set[str]:
 
 @pytest.fixture(scope="session")
 def testbed_nodes() -> dict[str, testinfra.host.Host]:
-    """testinfra hosts of all four nodes, by inventory name."""
+    """testinfra hosts of all the nodes, by inventory name."""
     missing = [container(n) for n in ALL_NODES if container(n) not in _running_containers()]
     if missing:
         pytest.fail(f"testbed containers not running: {', '.join(missing)} (run `make testbed`)")
@@ -70,7 +57,7 @@ def compute(testbed_nodes):
 
 @pytest.fixture(scope="session")
 def as_user(login) -> Callable[..., testinfra.backend.base.CommandResult]:
-    """Run a shell command on login1 as a user, in a login shell (like an ssh session)."""
+    """Run a shell command on the login node as a user, in a login shell (like an ssh session)."""
 
     def run(user: str, command: str, host=None):
         return (host or login).run("runuser -l %s -c %s", user, command)
@@ -80,7 +67,7 @@ def as_user(login) -> Callable[..., testinfra.backend.base.CommandResult]:
 
 @pytest.fixture(scope="session")
 def wait_for_idle_nodes(login) -> Callable[[float], dict[str, str]]:
-    """Wait until sinfo on login1 shows every compute node idle; return the last node states."""
+    """Wait until sinfo on the login node shows every compute node idle; return the node states."""
 
     def wait(timeout: float = 60.0) -> dict[str, str]:
         deadline = time.monotonic() + timeout

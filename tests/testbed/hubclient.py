@@ -19,7 +19,8 @@ from pathlib import Path
 import requests
 import websocket
 
-REPO = Path(__file__).resolve().parents[2]
+from .topology import LOGIN, REPO, container
+
 ACCESS_FILE = REPO / ".testbed" / "access.json"
 
 
@@ -37,7 +38,7 @@ def node_exec(node: str, command: str, user: str | None = None, check: bool = Tr
     argv = ["docker", "exec"]
     if user:
         argv += ["-u", user]
-    argv += [f"hpchub-{node}", "bash", "-lc", command]
+    argv += [container(node), "bash", "-lc", command]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     if check and result.returncode != 0:
         raise RuntimeError(f"{node}: {command!r} failed ({result.returncode}): {result.stderr}")
@@ -56,7 +57,7 @@ class Job:
 def slurm_jobs(user: str | None = None) -> list[Job]:
     """Notebook and other jobs as squeue on the login node reports them."""
     selector = f"-u {user}" if user else ""
-    out = node_exec("login1", f"squeue -h {selector} -o '%i|%u|%j|%T|%N'")
+    out = node_exec(LOGIN, f"squeue -h {selector} -o '%i|%u|%j|%T|%N'")
     return [Job(*line.split("|")) for line in out.splitlines() if line.strip()]
 
 

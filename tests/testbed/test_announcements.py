@@ -10,6 +10,7 @@ import pytest
 
 from .hubclient import HubUser, node_exec
 from .test_hub_restarts import wait_hub_api
+from .topology import LOGIN
 
 pytestmark = pytest.mark.testbed
 
@@ -72,7 +73,7 @@ def test_admin_clears_the_banner_with_an_empty_announcement(admin, alice):
 def test_announcements_persist_across_a_hub_restart(admin, alice):
     text = f"Persistent notice {uuid.uuid4().hex[:6]}"
     post_announcement(admin, text)
-    node_exec("login1", "systemctl restart jupyterhub")
+    node_exec(LOGIN, "systemctl restart jupyterhub")
     wait_hub_api()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

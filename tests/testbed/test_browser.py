@@ -14,6 +14,7 @@ import pytest
 
 from .hubclient import REPO, slurm_jobs
 from .test_announcements import post_announcement
+from .topology import COMPUTE_NODES
 
 pytestmark = pytest.mark.testbed
 
@@ -89,4 +90,4 @@ def test_researcher_logs_in_sees_the_banner_and_starts_jupyterlab(
     assert page.get_by_text("official Jupyter news").count() == 0
 
     (job,) = slurm_jobs("bob")
-    assert job.name == "jupyter-testbed-small" and job.node in {"node1", "node2"}
+    assert job.name == "jupyter-testbed-small" and job.node in COMPUTE_NODES

@@ -1,7 +1,8 @@
 """The bootstrapped cluster (playbooks/cluster.yml) works the way the hub will use it.
 
-The hub runs sinfo/scontrol on login1 and submits with sbatch from login1 as the logged-in user;
-notebooks then run on node1/node2 with the user's Lmod modules and the shared /home.
+The hub runs sinfo/scontrol on the login node and submits with sbatch from there as the logged-in
+user; notebooks then run on the compute nodes with the user's Lmod modules and the shared /home.
+Node names, users and uids come from the inventory (topology.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import COMPUTE_NODES, CREDENTIALS_DIR, DEMO_GROUP, DEMO_USERS
+from .conftest import CREDENTIALS_DIR
+from .topology import COMPUTE_NODES, CONTROLLER, DEMO_GROUP, DEMO_USERS, LOGIN
 
 pytestmark = pytest.mark.testbed
 
@@ -22,14 +24,16 @@ SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 def read_as_alice(as_user, path: str) -> str:
     result = as_user("alice", f"cat {path}")
-    assert result.rc == 0, f"cannot read {path} on login1: {result.stderr}"
+    assert result.rc == 0, f"cannot read {path} on {LOGIN}: {result.stderr}"
     return result.stdout
 
 
 # --- munge ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("source", "target"), [("login1", "node2"), ("node2", "login1")])
+@pytest.mark.parametrize(
+    ("source", "target"), [(LOGIN, COMPUTE_NODES[-1]), (COMPUTE_NODES[-1], LOGIN)]
+)
 def test_munge_credential_made_on_one_node_decodes_on_another(testbed_nodes, source, target):
     credential = testbed_nodes[source].check_output("munge -n")
     decoded = testbed_nodes[target].run("printf '%%s' %s | unmunge", credential)
@@ -78,15 +82,16 @@ def test_slurm_conf_is_identical_on_all_nodes(testbed_nodes):
 
 def test_slurm_conf_has_the_testbed_settings(login):
     conf = login.file("/etc/slurm/slurm.conf").content_string
-    assert re.search(r"^SlurmctldHost=mgmt1$", conf, re.M)
+    assert re.search(rf"^SlurmctldHost={CONTROLLER}$", conf, re.M)
     assert re.search(r"^SlurmdTimeout=10$", conf, re.M)
     assert re.search(r"^ReturnToService=2$", conf, re.M)
     assert re.search(r"^ProctrackType=proctrack/linuxproc$", conf, re.M)
     assert re.search(r"^SelectTypeParameters=CR_Core_Memory$", conf, re.M)
     for node in COMPUTE_NODES:
         assert re.search(rf"^NodeName={node} NodeAddr={node} CPUs=8 RealMemory=16000\b", conf, re.M)
+    nodes = ",".join(COMPUTE_NODES)
     assert re.search(
-        r"^PartitionName=batch Nodes=node1,node2 Default=YES MaxTime=08:00:00 ", conf, re.M
+        rf"^PartitionName=batch Nodes={nodes} Default=YES MaxTime=08:00:00 ", conf, re.M
     )
 
 
@@ -155,7 +160,8 @@ def test_module_load_hello_works_in_a_batch_job(as_user, job_dir, export):
     assert submitted.rc == 0, f"{submitted.stdout} {submitted.stderr}"
     text = read_as_alice(as_user, output)
     assert "Hello from hpchub" in text, text
-    assert re.search(r"on (node1|node2)\)", text), text
+    compute_node = "|".join(map(re.escape, COMPUTE_NODES))
+    assert re.search(rf"on ({compute_node})\)", text), text
 
 
 # --- accounts -------------------------------------------------------------------------------------

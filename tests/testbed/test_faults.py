@@ -12,6 +12,7 @@ import time
 import pytest
 
 from .hubclient import HubError, node_exec, slurm_jobs
+from .topology import COMPUTE_NODES, LOGIN, container
 
 pytestmark = pytest.mark.testbed
 
@@ -22,13 +23,13 @@ CRASHING_CONFIG = "/home/alice/.jupyter/jupyter_server_config.py"
 def crashing_server_config(no_server):
     """alice's own Jupyter config makes her server crash on start-up (as a typo would)."""
     node_exec(
-        "login1",
+        LOGIN,
         "mkdir -p /home/alice/.jupyter && printf '%s\\n' 'import sys'"
         " 'print(\"injected fault\", file=sys.stderr)' 'sys.exit(3)' > " + CRASHING_CONFIG,
         user="alice",
     )
     yield
-    node_exec("login1", f"rm -f {CRASHING_CONFIG}", user="alice")
+    node_exec(LOGIN, f"rm -f {CRASHING_CONFIG}", user="alice")
 
 
 def test_job_that_dies_before_its_server_starts_fails_fast_with_the_log_path(
@@ -47,7 +48,7 @@ def test_job_that_dies_before_its_server_starts_fails_fast_with_the_log_path(
     assert "ended" in message and "before JupyterLab started" in message, message
     log_path = message.split("Its log is ")[1].split(" on the cluster")[0]
     assert log_path.startswith("~/.hpchub/logs/jupyterlab-")
-    log = node_exec("login1", f"cat {log_path.replace('~', '/home/alice')}", user="alice")
+    log = node_exec(LOGIN, f"cat {log_path.replace('~', '/home/alice')}", user="alice")
     assert "injected fault" in log
     # Far below the 300 s start timeout that stock batchspawner would wait.
     assert seconds < 60, f"the failure took {seconds:.0f} s to reach the user"
@@ -60,7 +61,7 @@ def docker(*args: str) -> None:
 
 
 def node_state(node: str) -> str:
-    return node_exec("login1", f"sinfo -h -n {node} -o %t").strip()
+    return node_exec(LOGIN, f"sinfo -h -n {node} -o %t").strip()
 
 
 def wait_for(condition, timeout: float, what: str, interval: float = 1.0):
@@ -77,9 +78,9 @@ def test_dead_compute_node_stops_the_server_and_a_new_spawn_goes_elsewhere(alice
     alice.start_server({"profile": "small"})
     (job,) = slurm_jobs("alice")
     dead = job.node
-    survivor = ({"node1", "node2"} - {dead}).pop()
+    (survivor,) = set(COMPUTE_NODES) - {dead}
     killed = time.monotonic()
-    docker("kill", f"hpchub-{dead}")
+    docker("kill", container(dead))
     try:
         # Slurm declares the node down after SlurmdTimeout (10 s on the testbed) and ends the
         # job (--no-requeue); the hub's next poll sees it gone and marks the server stopped.
@@ -93,6 +94,6 @@ def test_dead_compute_node_stops_the_server_and_a_new_spawn_goes_elsewhere(alice
         assert alice.run_code("import socket; print(socket.gethostname())").strip() == survivor
         alice.stop_server()
     finally:
-        docker("start", f"hpchub-{dead}")
+        docker("start", container(dead))
         # systemd brings munge and slurmd back; ReturnToService=2 makes the node idle again.
         wait_for(lambda: node_state(dead) == "idle", 180, f"{dead} to return to idle")

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from .hubclient import node_exec, slurm_jobs
+from .topology import LOGIN
 
 pytestmark = pytest.mark.testbed
 
@@ -18,7 +19,7 @@ HUB_API_PROBE = (
 
 
 def hub_api_answers() -> bool:
-    return node_exec("login1", HUB_API_PROBE).strip() == "200"
+    return node_exec(LOGIN, HUB_API_PROBE).strip() == "200"
 
 
 def wait_hub_api(timeout: float = 60) -> None:
@@ -33,7 +34,7 @@ def wait_hub_api(timeout: float = 60) -> None:
 def test_running_session_survives_a_hub_restart(alice, alice_server):
     job = alice_server["job"]
     before = alice.run_code("import os; print(os.getpid())").strip()
-    node_exec("login1", "systemctl restart jupyterhub")
+    node_exec(LOGIN, "systemctl restart jupyterhub")
     wait_hub_api()
     # Same job, same server: the kernel's server process is the one from before the restart.
     assert [j.job_id for j in slurm_jobs("alice")] == [job.job_id]
@@ -49,8 +50,8 @@ def wait_hub_settled(seconds: int = 8) -> None:
     wait_hub_api()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        pid = node_exec("login1", "systemctl show -p MainPID --value jupyterhub").strip()
-        age = node_exec("login1", f"ps -o etimes= -p {pid} || echo 0").strip() or "0"
+        pid = node_exec(LOGIN, "systemctl show -p MainPID --value jupyterhub").strip()
+        age = node_exec(LOGIN, f"ps -o etimes= -p {pid} || echo 0").strip() or "0"
         if int(age) >= seconds:
             return
         time.sleep(1)
@@ -61,8 +62,8 @@ def test_routes_come_back_within_seconds_after_a_proxy_restart(alice, alice_serv
     # A hub that just started re-checks all routes once by itself: that must not be what
     # restores them here.
     wait_hub_settled()
-    since = node_exec("login1", "date +%s").strip()
-    node_exec("login1", "systemctl restart jupyterhub-proxy")
+    since = node_exec(LOGIN, "date +%s").strip()
+    node_exec(LOGIN, "systemctl restart jupyterhub-proxy")
     restarted = time.monotonic()
     deadline = restarted + 60
     status = None
@@ -77,16 +78,16 @@ def test_routes_come_back_within_seconds_after_a_proxy_restart(alice, alice_serv
     seconds = time.monotonic() - restarted
     assert status == 200, f"alice's route did not come back within 60 s (last status {status})"
     print(f"\nroute restored {seconds:.1f} s after the proxy restart")
-    log = node_exec("login1", f"journalctl -u jupyterhub --since @{since} --no-pager")
+    log = node_exec(LOGIN, f"journalctl -u jupyterhub --since @{since} --no-pager")
     assert "The proxy lost its routes" in log
 
 
 def test_hub_restarts_itself_after_a_crash(alice_server):
-    pid = node_exec("login1", "systemctl show -p MainPID --value jupyterhub").strip()
-    node_exec("login1", f"kill -9 {pid}")
+    pid = node_exec(LOGIN, "systemctl show -p MainPID --value jupyterhub").strip()
+    node_exec(LOGIN, f"kill -9 {pid}")
     time.sleep(4)  # RestartSec=3
     wait_hub_api()
-    new_pid = node_exec("login1", "systemctl show -p MainPID --value jupyterhub").strip()
+    new_pid = node_exec(LOGIN, "systemctl show -p MainPID --value jupyterhub").strip()
     assert new_pid not in ("0", pid)
     assert alice_server["job"].job_id in {j.job_id for j in slurm_jobs("alice")}
 
@@ -94,21 +95,21 @@ def test_hub_restarts_itself_after_a_crash(alice_server):
 def test_a_mistyped_settings_key_stops_the_hub_with_an_error_naming_it(alice_server):
     settings = "/etc/jupyterhub/hpchub.yaml"
     venv_python = "/opt/jupyterhub/venv/bin/python"
-    node_exec("login1", f"cp -p {settings} {settings}.test-backup")
+    node_exec(LOGIN, f"cp -p {settings} {settings}.test-backup")
     try:
         node_exec(
-            "login1",
+            LOGIN,
             f"{venv_python} -c \"import yaml; p='{settings}'; d=yaml.safe_load(open(p)); "
             f"d['spawner']['poll_intervall'] = 5; yaml.safe_dump(d, open(p, 'w'))\"",
         )
-        node_exec("login1", "systemctl restart jupyterhub")
+        node_exec(LOGIN, "systemctl restart jupyterhub")
         time.sleep(3)
         assert not hub_api_answers()
-        log = node_exec("login1", "journalctl -u jupyterhub --since '-1min' --no-pager")
+        log = node_exec(LOGIN, "journalctl -u jupyterhub --since '-1min' --no-pager")
         assert "spawner.poll_intervall: unknown key (did you mean spawner.poll_interval?)" in log
     finally:
-        node_exec("login1", f"mv {settings}.test-backup {settings}")
-        node_exec("login1", "systemctl reset-failed jupyterhub; systemctl restart jupyterhub")
+        node_exec(LOGIN, f"mv {settings}.test-backup {settings}")
+        node_exec(LOGIN, "systemctl reset-failed jupyterhub; systemctl restart jupyterhub")
         wait_hub_api()
     # The notebook job was never touched.
     assert alice_server["job"].job_id in {j.job_id for j in slurm_jobs("alice")}

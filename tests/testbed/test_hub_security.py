@@ -8,6 +8,7 @@ import textwrap
 import pytest
 
 from .hubclient import node_exec
+from .topology import LOGIN
 
 pytestmark = pytest.mark.testbed
 
@@ -46,7 +47,7 @@ def test_port_api_refuses_anything_but_a_port(alice, alice_server, body):
     """With the job's own token (stock batchspawner would set exec_prefix and run it)."""
     status = post_from_the_job(alice, body)
     assert status == 400
-    assert node_exec("login1", "test ! -e /tmp/hpchub-pwned && echo clean").strip() == "clean"
+    assert node_exec(LOGIN, "test ! -e /tmp/hpchub-pwned && echo clean").strip() == "clean"
     # The server is unharmed and still routed where it was.
     assert alice.server_api("GET", "api/status").status_code == 200
 
@@ -76,28 +77,28 @@ def test_user_cannot_reach_another_users_server(alice, bob, alice_server):
 
 
 def test_users_cannot_read_each_others_homes():
-    out = node_exec("login1", "cat /home/alice/.hpchub/logs/* 2>&1 || true", user="bob")
+    out = node_exec(LOGIN, "cat /home/alice/.hpchub/logs/* 2>&1 || true", user="bob")
     assert "Permission denied" in out
-    assert node_exec("login1", "stat -c %a /home/alice").strip() == "700"
+    assert node_exec(LOGIN, "stat -c %a /home/alice").strip() == "700"
 
 
 def test_hub_and_proxy_run_unprivileged():
     for unit in ("jupyterhub", "jupyterhub-proxy"):
-        pid = node_exec("login1", f"systemctl show -p MainPID --value {unit}").strip()
-        user = node_exec("login1", f"ps -o user= -p {pid}").strip()
+        pid = node_exec(LOGIN, f"systemctl show -p MainPID --value {unit}").strip()
+        user = node_exec(LOGIN, f"ps -o user= -p {pid}").strip()
         assert user == "jupyterhub", f"{unit} runs as {user}"
 
 
 def test_sudo_allows_only_slurm_commands_as_cluster_users():
-    rules = node_exec("login1", "sudo -l -U jupyterhub")
-    commands = rules.split("may run the following commands on login1:")[1]
+    rules = node_exec(LOGIN, "sudo -l -U jupyterhub")
+    commands = rules.split(f"may run the following commands on {LOGIN}:")[1]
     assert "/usr/bin/sbatch, /usr/bin/squeue, /usr/bin/scancel" in commands
     assert "ALL : ALL" not in commands
     check = "sudo -n -u {target} {cmd} >/dev/null 2>&1 && echo allowed || echo refused"
 
     def as_hub(target: str, cmd: str) -> str:
         return node_exec(
-            "login1", f"runuser -u jupyterhub -- bash -c '{check.format(target=target, cmd=cmd)}'"
+            LOGIN, f"runuser -u jupyterhub -- bash -c '{check.format(target=target, cmd=cmd)}'"
         ).strip()
 
     assert as_hub("alice", "/usr/bin/squeue -h") == "allowed"
@@ -114,12 +115,12 @@ def test_secrets_are_0600_and_owned_by_the_hub():
         "/var/lib/jupyterhub/jupyterhub_cookie_secret",
         "/var/lib/jupyterhub/announcement_cookie_secret",
     ):
-        assert node_exec("login1", f"stat -c '%a %U' {path}").strip() == "600 jupyterhub", path
-    assert node_exec("login1", "stat -c '%a' /var/lib/jupyterhub").strip() == "700"
+        assert node_exec(LOGIN, f"stat -c '%a %U' {path}").strip() == "600 jupyterhub", path
+    assert node_exec(LOGIN, "stat -c '%a' /var/lib/jupyterhub").strip() == "700"
 
 
 def test_proxy_api_listens_on_localhost_only():
-    sockets = node_exec("login1", "ss -ltnH")
+    sockets = node_exec(LOGIN, "ss -ltnH")
     listeners = {line.split()[3] for line in sockets.splitlines()}
     assert "127.0.0.1:8001" in listeners
     assert not any(

@@ -1,7 +1,7 @@
 """End to end, as a researcher: log in, start JupyterLab as a Slurm job, use it, stop it.
 
 Only the public URL (https://127.0.0.1:8443) is used to talk to the hub; Slurm's view
-(squeue on login1) is read with docker exec to check what really runs.
+(squeue on the login node) is read with docker exec to check what really runs.
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ import threading
 import pytest
 
 from .hubclient import HubUser, node_exec, slurm_jobs
+from .topology import COMPUTE_NODES, LOGIN
 
 pytestmark = pytest.mark.testbed
-
-COMPUTE_NODES = {"node1", "node2"}
 
 
 # --- logging in ---------------------------------------------------------------------------
@@ -72,7 +71,7 @@ def test_kernel_runs_on_the_compute_node_of_the_job(alice, alice_server):
 
 def test_job_resources_match_the_profile(alice_server):
     job_id = alice_server["job"].job_id
-    info = node_exec("login1", f"scontrol show job {job_id}")
+    info = node_exec(LOGIN, f"scontrol show job {job_id}")
     assert "NumCPUs=1" in info
     assert re.search(r"mem=2G", info)
     assert "TimeLimit=01:00:00" in info
@@ -82,9 +81,9 @@ def test_job_resources_match_the_profile(alice_server):
 
 def test_job_log_goes_to_the_hpchub_folder_not_the_home_root(alice_server):
     job_id = alice_server["job"].job_id
-    logs = node_exec("login1", "ls -1 /home/alice/.hpchub/logs", user="alice").split()
+    logs = node_exec(LOGIN, "ls -1 /home/alice/.hpchub/logs", user="alice").split()
     assert f"jupyterlab-{job_id}.log" in logs
-    home = node_exec("login1", "ls -1A /home/alice", user="alice").split()
+    home = node_exec(LOGIN, "ls -1A /home/alice", user="alice").split()
     assert not [name for name in home if name.startswith("jupyterhub_slurmspawner")]
 
 
@@ -141,7 +140,7 @@ def test_spawn_form_starts_the_chosen_profile_with_custom_cores(alice, no_server
     alice.wait_ready()
     (job,) = slurm_jobs("alice")
     assert job.name == "jupyter-testbed-medium"
-    info = node_exec("login1", f"scontrol show job {job.job_id}")
+    info = node_exec(LOGIN, f"scontrol show job {job.job_id}")
     assert "NumCPUs=3" in info and "TimeLimit=02:00:00" in info and "mem=4G" in info
 
 
@@ -178,7 +177,7 @@ def test_rest_api_refuses_invalid_options_and_submits_nothing(alice, no_server, 
 def test_rest_api_accepts_the_form_vocabulary(alice, no_server):
     alice.start_server({"profile": "small", "cores": 2, "memory_gb": 3, "walltime_hours": 0.5})
     (job,) = slurm_jobs("alice")
-    info = node_exec("login1", f"scontrol show job {job.job_id}")
+    info = node_exec(LOGIN, f"scontrol show job {job.job_id}")
     assert "NumCPUs=2" in info and "mem=3G" in info and "TimeLimit=00:30:00" in info
 
 
