@@ -191,6 +191,36 @@ def test_unknown_partition_key_fails_naming_it(inventory):
     assert_preflight_failed(run_playbook(inventory, "site.yml"), "slurm_partitions.maxtime")
 
 
+def test_hub_setting_out_of_the_schemas_limits_fails_naming_variable_and_host(inventory):
+    write_vars(
+        inventory,
+        "group_vars/all/zz-hub.yml",
+        {
+            "jupyterhub_poll_interval": 0,
+            "jupyterhub_idle_culler_timeout": 30,
+            "jupyterhub_profiles": [
+                {"key": "small", "display_name": "A"},
+                {"key": "small", "display_name": "B"},
+            ],
+        },
+    )
+    assert_preflight_failed(
+        run_playbook(inventory, "hub.yml"),
+        "jupyterhub_poll_interval: must be at least 1, got 0 (host login1).",
+        "jupyterhub_idle_culler_timeout: must be at least 60, got 30 (host login1).",
+        "jupyterhub_profiles[1].key: duplicate 'small' (host login1).",
+    )
+
+
+def test_hub_path_with_shell_characters_fails_in_preflight(inventory):
+    write_vars(inventory, "host_vars/login1.yml", {"jupyterhub_slurm_bin_dir": "/usr/bin;id"})
+    assert_preflight_failed(
+        run_playbook(inventory, "site.yml"),
+        "jupyterhub_slurm_bin_dir: must match",
+        "(host login1).",
+    )
+
+
 # --- the filter behind the name check (no ansible-playbook needed) --------------------------------
 
 
