@@ -180,8 +180,7 @@ def choose_profile(options: dict, settings: SpawnerSettings) -> Profile:
     profile = settings.profile(key)
     if profile is None:
         raise OptionsError(
-            f"unknown profile {key!r}; choose one of: "
-            f"{', '.join(p.key for p in settings.profiles)}"
+            f"unknown profile {key!r}; choose one of: {', '.join(p.key for p in settings.profiles)}"
         )
     customised = [k for k in RESOURCE_OPTIONS if k in options]
     if customised and not settings.allow_custom_resources:
@@ -263,8 +262,8 @@ def check_limits(
         raise OptionsError("walltime_hours must be more than 0")
     limit = walltime_limit_minutes(partition, settings)
     if hours * 60 > limit:
-        requested = format_walltime(math.ceil(hours * 60)) if hours < _LARGEST_NUMBER else (
-            f"{hours:g} h"
+        requested = (
+            format_walltime(math.ceil(hours * 60)) if hours < _LARGEST_NUMBER else (f"{hours:g} h")
         )
         raise OptionsError(
             f"a walltime of {requested} was requested, but partition "

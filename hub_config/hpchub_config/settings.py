@@ -46,6 +46,13 @@ URL_PATH_PATTERN = r"/[A-Za-z0-9_.,+@%/?=&-]*"
 HTTP_URL_PATTERN = r"https?://[A-Za-z0-9_.-]+(:\d{1,5})?/?"
 LOCALHOST_URL_PATTERN = r"http://(127\.0\.0\.1|localhost|\[::1\]):\d{1,5}/?"
 PUBLIC_URL_PATTERN = r"(https://[^\s/]+(/\S*)?)?"
+# What each pattern means, for error messages and the docs.
+PATTERN_HINTS = {
+    NAME_PATTERN: "a name of letters, digits, _ . - (at most 64, no leading punctuation)",
+    f"({NAME_PATTERN})?": "empty or a name of letters, digits, _ . - (at most 64)",
+    PROFILE_KEY_PATTERN: "a key of a-z, 0-9, _ - (at most 32)",
+    ABSOLUTE_PATH_PATTERN: "an absolute path of letters, digits, _ . , + @ % / -",
+}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -90,7 +97,7 @@ def setting(
         "minimum": minimum,
         "maximum": maximum,
         "pattern": pattern,
-        "pattern_hint": pattern_hint,
+        "pattern_hint": pattern_hint or PATTERN_HINTS.get(pattern, ""),
         "choices": choices,
         "unique": unique,
         "non_empty": non_empty,
@@ -121,9 +128,7 @@ class Profile:
     memory_gb: int = setting(2, doc="Memory in GB.", minimum=1)
     walltime_hours: float = setting(1.0, doc="Walltime in hours.", minimum=0.1)
     gpus: int = setting(0, doc="GPUs (--gres=gpu:N).", minimum=0)
-    account: str = setting(
-        "", doc="Slurm account; empty = none.", pattern=f"({NAME_PATTERN})?"
-    )
+    account: str = setting("", doc="Slurm account; empty = none.", pattern=f"({NAME_PATTERN})?")
     sbatch_options: list[str] = setting(
         [],
         doc="Extra plain sbatch options, e.g. --qos=interactive.",
@@ -187,7 +192,9 @@ class HubSettings:
         0, doc="At most this many running servers (0 = no limit).", minimum=0
     )
     template_paths: list[str] = setting(
-        [], doc="Folders of site templates, searched before hpchub's.", pattern=ABSOLUTE_PATH_PATTERN
+        [],
+        doc="Folders of site templates, searched before hpchub's.",
+        pattern=ABSOLUTE_PATH_PATTERN,
     )
 
 
@@ -208,7 +215,7 @@ class ProxySettings:
     )
     route_check_interval: float = setting(
         2.0,
-        doc="Seconds between checks that the proxy kept its routes (restored after a proxy restart).",
+        doc="Seconds between checks that the proxy kept its routes (restored after it restarts).",
         minimum=0.5,
     )
 
@@ -217,7 +224,10 @@ def _default_profiles() -> list[Profile]:
     return [
         Profile(key="small", display_name="1 core, 2 GB, 1 hour"),
         Profile(
-            key="medium", display_name="2 cores, 4 GB, 4 hours", cores=2, memory_gb=4,
+            key="medium",
+            display_name="2 cores, 4 GB, 4 hours",
+            cores=2,
+            memory_gb=4,
             walltime_hours=4.0,
         ),
     ]
@@ -244,7 +254,8 @@ class SpawnerSettings:
         pattern=ABSOLUTE_PATH_PATTERN,
     )
     sudo: str = setting(
-        "/usr/bin/sudo", doc="sudo, to run the Slurm commands as the user.",
+        "/usr/bin/sudo",
+        doc="sudo, to run the Slurm commands as the user.",
         pattern=ABSOLUTE_PATH_PATTERN,
     )
     job_log_dir: str = setting(
@@ -280,7 +291,8 @@ class SpawnerSettings:
         True, doc="Let users change a profile's resources within the partition's limits."
     )
     partitions: list[str] = setting(
-        [], doc="Partitions offered in the form; [] = every partition that is up.",
+        [],
+        doc="Partitions offered in the form; [] = every partition that is up.",
         pattern=NAME_PATTERN,
     )
     max_walltime_hours: float = setting(
@@ -319,10 +331,14 @@ class AnnouncementSettings:
         True, doc="Run the announcement service (banner on hub pages, page to post them)."
     )
     port: int = setting(
-        8888, doc="Local port of the service (the proxy routes /services/announcement/ to it).",
-        minimum=1, maximum=65535,
+        8888,
+        doc="Local port of the service (the proxy routes /services/announcement/ to it).",
+        minimum=1,
+        maximum=65535,
     )
-    lifetime_days: float = setting(7.0, doc="Days an announcement stays in the queue.", minimum=0.01)
+    lifetime_days: float = setting(
+        7.0, doc="Days an announcement stays in the queue.", minimum=0.01
+    )
     fixed_message: str = setting(
         "", doc="A fixed message on the service's page (e.g. a link to the status page)."
     )

@@ -320,7 +320,10 @@ class ProfilesSlurmSpawner(ProfilesSpawner):
 
     @default("profiles")
     def _default_profiles(self):
-        return [(p.display_name, p.key, SlurmNotebookSpawner, {}) for p in self.settings.spawner.profiles]
+        return [
+            (p.display_name, p.key, SlurmNotebookSpawner, {})
+            for p in self.settings.spawner.profiles
+        ]
 
     @default("options_form")
     def _default_options_form(self):

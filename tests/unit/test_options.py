@@ -156,8 +156,6 @@ def test_null_false_zero_or_empty_objects_are_refused_never_dropped(partitions, 
     assert name in message
 
 
-@pytest.mark.parametrize(
-    "hours", [10**400, 1e308, float("inf"), "999999999", 2**63]
-)
+@pytest.mark.parametrize("hours", [10**400, 1e308, float("inf"), "999999999", 2**63])
 def test_enormous_walltimes_get_the_user_facing_message(partitions, hours):
     assert "allows at most 8 h" in refusal({"walltime_hours": hours}, partitions)

@@ -61,9 +61,7 @@ def test_profiles_default_to_the_schema_menu_but_may_not_be_empty(settings_data)
         "medium",
     ]
     settings_data["spawner"]["profiles"] = []
-    assert problems_of(settings_data) == {
-        "spawner.profiles": "at least one entry is required"
-    }
+    assert problems_of(settings_data) == {"spawner.profiles": "at least one entry is required"}
 
 
 def test_duplicate_profile_keys_and_bad_values(settings_data):

@@ -70,12 +70,15 @@ def test_inventory_values_are_checked_with_the_schema_rules_naming_the_variable(
     assert "jupyterhub_log_level: must be one of DEBUG" in text
     assert "jupyterhub_profiles[1].cores: must be an integer, got 'two'" in text
     assert "jupyterhub_announcement_port: must be at most 65535" in text
-    assert "jupyterhub_slurm_bin_dir: must match" in text
+    assert "jupyterhub_slurm_bin_dir: must be an absolute path of letters" in text
     assert len(problems) == 5
 
 
 def test_command_line_strings_are_read_like_the_template_reads_them():
     # `-e jupyterhub_poll_interval=10` arrives as a string; the template's `| int` makes it 10.
-    assert schema.check_ansible_values(
-        {"jupyterhub_poll_interval": "10", "jupyterhub_allow_custom_resources": "false"}
-    ) == []
+    assert (
+        schema.check_ansible_values(
+            {"jupyterhub_poll_interval": "10", "jupyterhub_allow_custom_resources": "false"}
+        )
+        == []
+    )
