@@ -227,6 +227,13 @@ def walltime_limit_minutes(partition: Partition, settings: SpawnerSettings) -> i
     return math.floor(settings.max_walltime_hours * 60)
 
 
+def _within(value: int, minimum: int, maximum: int, *, below: str, above: str) -> None:
+    if value < minimum:
+        raise OptionsError(below)
+    if value > maximum:
+        raise OptionsError(above)
+
+
 def check_limits(
     options: dict, profile: Profile, partition: Partition, settings: SpawnerSettings
 ) -> tuple[int, int, int, int]:
@@ -236,28 +243,30 @@ def check_limits(
     gpus = options.get("gpus", profile.gpus)
     hours = options.get("walltime_hours", profile.walltime_hours)
 
-    if cores < 1:
-        raise OptionsError("cores must be at least 1")
-    if cores > partition.max_cores:
-        raise OptionsError(
-            f"{cores} cores requested, but nodes in partition {partition.name} "
-            f"have at most {partition.max_cores}"
-        )
-    if memory_gb < 1:
-        raise OptionsError("memory_gb must be at least 1")
+    where = f"nodes in partition {partition.name}"
+    _within(
+        cores,
+        1,
+        partition.max_cores,
+        below="cores must be at least 1",
+        above=f"{cores} cores requested, but {where} have at most {partition.max_cores}",
+    )
     max_memory_gb = partition.max_memory_mb // 1024
-    if memory_gb > max_memory_gb:
-        raise OptionsError(
-            f"{memory_gb} GB of memory requested, but nodes in partition {partition.name} "
-            f"have at most {max_memory_gb} GB"
-        )
-    if gpus < 0:
-        raise OptionsError("gpus cannot be negative")
-    if gpus > partition.max_gpus:
-        raise OptionsError(
-            f"{gpus} GPUs requested, but nodes in partition {partition.name} "
-            f"have {'no GPUs' if not partition.max_gpus else f'at most {partition.max_gpus}'}"
-        )
+    _within(
+        memory_gb,
+        1,
+        max_memory_gb,
+        below="memory_gb must be at least 1",
+        above=f"{memory_gb} GB of memory requested, but {where} have at most {max_memory_gb} GB",
+    )
+    gpu_limit = f"at most {partition.max_gpus}" if partition.max_gpus else "no GPUs"
+    _within(
+        gpus,
+        0,
+        partition.max_gpus,
+        below="gpus cannot be negative",
+        above=f"{gpus} GPUs requested, but {where} have {gpu_limit}",
+    )
     if not hours > 0:
         raise OptionsError("walltime_hours must be more than 0")
     limit = walltime_limit_minutes(partition, settings)

@@ -52,6 +52,12 @@ PATTERN_HINTS = {
     f"({NAME_PATTERN})?": "empty or a name of letters, digits, _ . - (at most 64)",
     PROFILE_KEY_PATTERN: "a key of a-z, 0-9, _ - (at most 32)",
     ABSOLUTE_PATH_PATTERN: "an absolute path of letters, digits, _ . , + @ % / -",
+    HOME_PATH_PATTERN: "a relative path inside the home directory",
+    SBATCH_OPTION_PATTERN: "a plain --option[=value]",
+    URL_PATH_PATTERN: "a path from /",
+    HTTP_URL_PATTERN: "http(s)://host:port",
+    LOCALHOST_URL_PATTERN: "http://127.0.0.1:<port> (the proxy API must listen on localhost only)",
+    PUBLIC_URL_PATTERN: "https://host[/path] or empty",
 }
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -133,7 +139,6 @@ class Profile:
         [],
         doc="Extra plain sbatch options, e.g. --qos=interactive.",
         pattern=SBATCH_OPTION_PATTERN,
-        pattern_hint="a plain --option[=value]",
     )
 
 
@@ -145,17 +150,20 @@ class HubSettings:
         doc="How compute nodes reach the hub API.",
         render="http://{{ jupyterhub_connect_host }}:{{ jupyterhub_hub_port }}",
         pattern=HTTP_URL_PATTERN,
-        pattern_hint="http(s)://host:port",
     )
     bind_url: str = setting(
         doc="Where the hub API listens.",
         render="http://0.0.0.0:{{ jupyterhub_hub_port }}",
         pattern=HTTP_URL_PATTERN,
-        pattern_hint="http(s)://host:port",
     )
     cookie_secret_file: str = setting(
         doc="The hub's cookie secret (0600, generated once).",
         render="{{ __jupyterhub_cookie_secret_path }}",
+        pattern=ABSOLUTE_PATH_PATTERN,
+    )
+    auth_helper: str = setting(
+        doc="hpchub-auth: the root helper (run through sudo) that checks passwords with PAM.",
+        render="{{ __jupyterhub_auth_helper }}",
         pattern=ABSOLUTE_PATH_PATTERN,
     )
     name: str = setting(
@@ -167,7 +175,6 @@ class HubSettings:
         "",
         doc='The URL users open, e.g. https://jupyter.example.org/; "" = not set.',
         pattern=PUBLIC_URL_PATTERN,
-        pattern_hint="https://host[/path] or empty",
     )
     state_dir: str = setting(
         "/var/lib/jupyterhub",
@@ -206,7 +213,6 @@ class ProxySettings:
         doc="The proxy's REST API (localhost only).",
         render="http://127.0.0.1:{{ jupyterhub_proxy_api_port }}",
         pattern=LOCALHOST_URL_PATTERN,
-        pattern_hint="http://127.0.0.1:<port> (the proxy API must listen on localhost only)",
     )
     auth_token_file: str = setting(
         doc="The hub-proxy token (0600, generated once).",
@@ -242,6 +248,12 @@ class SpawnerSettings:
         role_default="{{ jupyter_env_prefix | default('/opt/software/hpchub/jupyter') }}",
         pattern=ABSOLUTE_PATH_PATTERN,
     )
+    slurm_helper: str = setting(
+        doc="hpchub-slurm: the root helper (run through sudo) that runs sbatch, squeue and "
+        "scancel as the user.",
+        render="{{ __jupyterhub_slurm_helper }}",
+        pattern=ABSOLUTE_PATH_PATTERN,
+    )
     profiles: list[Profile] = setting(
         _default_profiles(),
         doc="Profiles offered to users (fields below).",
@@ -255,14 +267,13 @@ class SpawnerSettings:
     )
     sudo: str = setting(
         "/usr/bin/sudo",
-        doc="sudo, to run the Slurm commands as the user.",
+        doc="sudo, to run hpchub's two root helpers (Slurm commands, password checks).",
         pattern=ABSOLUTE_PATH_PATTERN,
     )
     job_log_dir: str = setting(
         ".hpchub/logs",
         doc="Job logs, relative to each user's home.",
         pattern=HOME_PATH_PATTERN,
-        pattern_hint="a relative path inside the home directory",
     )
     job_prologue: list[str] = setting(
         [], doc='Shell lines run in every notebook job before the server (e.g. "module load x").'
@@ -284,9 +295,7 @@ class SpawnerSettings:
     cluster_info_ttl: int = setting(
         60, doc="Seconds the partition limits read from sinfo are cached.", minimum=0
     )
-    default_url: str = setting(
-        "/lab", doc="Page users land on.", pattern=URL_PATH_PATTERN, pattern_hint="a path from /"
-    )
+    default_url: str = setting("/lab", doc="Page users land on.", pattern=URL_PATH_PATTERN)
     allow_custom_resources: bool = setting(
         True, doc="Let users change a profile's resources within the partition's limits."
     )
