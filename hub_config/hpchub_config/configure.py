@@ -40,11 +40,12 @@ def configure(c, settings: Settings, settings_path: str) -> None:
     c.ConfigurableHTTPProxy.auth_token = Path(proxy.auth_token_file).read_text().strip()
     c.WatchedProxy.route_check_interval = proxy.route_check_interval
 
-    # --- logins: PAM against the cluster's accounts ----------------------------------
+    # --- logins: PAM against the cluster's accounts, through hpchub's root helper -------
+    # (the hub cannot read password hashes; no PAM sessions are opened)
     c.JupyterHub.authenticator_class = AUTHENTICATOR
-    c.PAMAuthenticator.service = "login"
-    c.PAMAuthenticator.open_sessions = False  # needs root; the hub is unprivileged
     c.ClusterPAMAuthenticator.min_uid = hub.min_uid
+    c.ClusterPAMAuthenticator.sudo = spawner.sudo
+    c.ClusterPAMAuthenticator.helper = hub.auth_helper
     c.Authenticator.admin_users = set(hub.admin_users)
     if hub.allowed_groups:
         c.LocalAuthenticator.allowed_groups = set(hub.allowed_groups)
@@ -115,6 +116,6 @@ def configure(c, settings: Settings, settings_path: str) -> None:
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles
 
-    # JupyterHub >= 5.2 passes no environment to spawners; the batch commands use
-    # absolute paths and the job builds its own environment (see spawner.BATCH_SCRIPT).
+    # JupyterHub >= 5.2 passes no environment to spawners; the Slurm helper uses absolute
+    # paths and the job builds its own environment (see spawner.BATCH_SCRIPT).
     c.Spawner.env_keep = ["LANG"] if "LANG" in os.environ else []

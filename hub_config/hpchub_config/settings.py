@@ -161,11 +161,6 @@ class HubSettings:
         render="{{ __jupyterhub_cookie_secret_path }}",
         pattern=ABSOLUTE_PATH_PATTERN,
     )
-    auth_helper: str = setting(
-        doc="hpchub-auth: the root helper (run through sudo) that checks passwords with PAM.",
-        render="{{ __jupyterhub_auth_helper }}",
-        pattern=ABSOLUTE_PATH_PATTERN,
-    )
     name: str = setting(
         "hpchub",
         doc="Short name of this hub: part of every Slurm job name (jupyter-<name>-<profile>).",
@@ -190,6 +185,12 @@ class HubSettings:
         1000,
         doc="Accounts below this uid (root, daemons) can never log in or have jobs submitted.",
         minimum=1,
+    )
+    auth_helper: str = setting(
+        "/usr/local/libexec/hpchub/hpchub-auth",
+        doc="hpchub-auth: the root helper (run through sudo) that checks passwords with PAM.",
+        render="{{ __jupyterhub_auth_helper }}",
+        pattern=ABSOLUTE_PATH_PATTERN,
     )
     log_level: str = setting("INFO", doc="Log level of the hub.", choices=LOG_LEVELS)
     concurrent_spawn_limit: int = setting(
@@ -248,12 +249,6 @@ class SpawnerSettings:
         role_default="{{ jupyter_env_prefix | default('/opt/software/hpchub/jupyter') }}",
         pattern=ABSOLUTE_PATH_PATTERN,
     )
-    slurm_helper: str = setting(
-        doc="hpchub-slurm: the root helper (run through sudo) that runs sbatch, squeue and "
-        "scancel as the user.",
-        render="{{ __jupyterhub_slurm_helper }}",
-        pattern=ABSOLUTE_PATH_PATTERN,
-    )
     profiles: list[Profile] = setting(
         _default_profiles(),
         doc="Profiles offered to users (fields below).",
@@ -268,6 +263,13 @@ class SpawnerSettings:
     sudo: str = setting(
         "/usr/bin/sudo",
         doc="sudo, to run hpchub's two root helpers (Slurm commands, password checks).",
+        pattern=ABSOLUTE_PATH_PATTERN,
+    )
+    slurm_helper: str = setting(
+        "/usr/local/libexec/hpchub/hpchub-slurm",
+        doc="hpchub-slurm: the root helper (run through sudo) that runs sbatch, squeue and "
+        "scancel as the user.",
+        render="{{ __jupyterhub_slurm_helper }}",
         pattern=ABSOLUTE_PATH_PATTERN,
     )
     job_log_dir: str = setting(

@@ -13,13 +13,22 @@ compared with stock wrapspawner/batchspawner, and why (see docs/architecture.md)
   leaving the hub believing in a requeued job;
 - a job that ends before its server reports a port fails the spawn within seconds, with
   Slurm's reason and the path of the job log, instead of after start_timeout;
-- job logs go to ~/.hpchub/logs/, not one file per spawn in the home directory.
+- job logs go to ~/.hpchub/logs/ (directory 0700, logs 0600), not one file per spawn in
+  the home directory;
+- Slurm commands go through hpchub's root helper (`sudo -n hpchub-slurm VERB USER [JOBID]`,
+  no shell, no environment from the hub): it checks the account at call time and runs a
+  fixed command as the user. The job gets no environment from sbatch (--export=NONE); the
+  hub's JUPYTERHUB_* variables are shell-quoted `export` lines of the script, and neither
+  the script nor the environment is ever logged (batchspawner logs both at DEBUG: the
+  server's API token would reach the journal).
 """
 
 from __future__ import annotations
 
 import asyncio
+import pwd
 import re
+import shlex
 import time
 
 from batchspawner import JobStatus, SlurmSpawner
@@ -39,12 +48,13 @@ from .options import (
 )
 from .settings import Settings
 
-# Every value comes from the validated `request` (options.ResourceRequest) or the settings.
+# Every value comes from the validated `request` (options.ResourceRequest) or the settings;
+# the `*_q` values and `exports` are shell-quoted (shlex.quote) by the spawner.
 BATCH_SCRIPT = """#!/bin/bash
 #SBATCH --job-name=jupyter-{{hub_name}}-{{request.profile}}
 #SBATCH --output=/dev/null
 #SBATCH --chdir={{homedir}}
-#SBATCH --export={{keepvars}}
+#SBATCH --export=NONE
 #SBATCH --no-requeue
 #SBATCH --nodes=1
 #SBATCH --ntasks=1
@@ -56,26 +66,43 @@ BATCH_SCRIPT = """#!/bin/bash
 {% endif %}{% if request.gpus %}#SBATCH --gres=gpu:{{request.gpus}}
 {% endif %}{% for option in request.sbatch_options %}#SBATCH {{option}}
 {% endfor %}
-# A JupyterLab server for {{username}}, started by the hub "{{hub_name}}" (hpchub).
-# Output goes to a log in {{log_dir}} (the directory may not exist when Slurm opens
-# --output, hence the redirection here).
+# A JupyterLab server for {{username}}, started by the hub {{hub_name}} (hpchub).
+# Output goes to a log only the user can read (directory 0700, log 0600); the directory
+# may not exist when Slurm opens --output, hence the redirection here.
 set -eu
-log_dir="{{homedir}}/{{log_dir}}"
+log_dir={{log_dir_q}}
+hpchub_umask=$(umask)
+umask 077
 mkdir -p "$log_dir"
+chmod 700 "$log_dir"
 exec >"$log_dir/jupyterlab-${SLURM_JOB_ID}.log" 2>&1
+chmod 600 "$log_dir/jupyterlab-${SLURM_JOB_ID}.log"
+umask "$hpchub_umask"
 echo "hpchub: job ${SLURM_JOB_ID} of {{username}} on $(hostname) at $(date -Is)"
 
-# The job starts with a minimal environment: load the site's login environment
-# (Lmod, MODULEPATH) and export what jupyterlmod needs.
+# The job starts with the user's login environment (--export=NONE: nothing from the
+# hub or sbatch): load the site's login environment (Lmod, MODULEPATH) and export what
+# jupyterlmod needs.
 set +u
 if [ -r /etc/profile ]; then . /etc/profile || true; fi
 set -u
 if [ -n "${LMOD_CMD:-}" ]; then export LMOD_CMD; fi
 if [ -n "${MODULEPATH:-}" ]; then export MODULEPATH; fi
-export PATH="{{env_prefix}}/bin:${PATH}"
+# What the notebook server needs from the hub (its API token among them).
+{{exports}}
+export PATH={{env_bin_q}}:"${PATH}"
 {{prologue}}
 exec {{cmd}}
 """
+
+# The hub's variables a notebook server reads (jupyterhub-singleuser, batchspawner's
+# wrapper): JUPYTERHUB_* and these.
+EXPORTED_PREFIX = "JUPYTERHUB_"
+EXPORTED_NAMES = ("HOME", "USER", "SHELL")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+JOB_ID = re.compile(r"[0-9]+")
+# The hub's own commands (sudo and the helper) get no environment from the hub.
+COMMAND_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 # Pending reasons that will never resolve by waiting: fail the spawn at once.
 FATAL_PENDING_REASONS = re.compile(
@@ -111,25 +138,29 @@ class SlurmNotebookSpawner(SlurmSpawner):
     state_running_re = Unicode(r"^(?:RUNNING|COMPLETING)\|").tag(config=True)
     state_exechost_re = Unicode(r"^(?:RUNNING|COMPLETING)\|([\w.-]+)\|").tag(config=True)
 
-    def _slurm(self, command: str) -> str:
-        return f"{self.settings.spawner.slurm_bin_dir}/{command}"
+    def _helper(self, verb: str) -> str:
+        """The hub's only way to Slurm: `sudo -n hpchub-slurm VERB USER [JOBID]`."""
+        spawner = self.settings.spawner
+        job = "" if verb == "submit" else " {job_id}"
+        return f"{spawner.sudo} -n {spawner.slurm_helper} {verb} {{username}}{job}"
 
     @default("exec_prefix")
     def _default_exec_prefix(self):
-        return f"{self.settings.spawner.sudo} -E -u {{username}}"
+        # Nothing in front of the helper: it runs as root through sudo, then as the user.
+        return ""
 
     @default("batch_submit_cmd")
     def _default_submit(self):
-        return self._slurm("sbatch --parsable")
+        return self._helper("submit")
 
     @default("batch_query_cmd")
     def _default_query(self):
-        # %T state, %B batch host, %r reason
-        return self._slurm("squeue -h -j {job_id} -o '%T|%B|%r'")
+        # The helper runs squeue -h -j JOBID -o '%T|%B|%r': state, batch host, reason.
+        return self._helper("query")
 
     @default("batch_cancel_cmd")
     def _default_cancel(self):
-        return self._slurm("scancel {job_id}")
+        return self._helper("cancel")
 
     @default("batchspawner_singleuser_cmd")
     def _default_singleuser(self):
@@ -146,27 +177,96 @@ class SlurmNotebookSpawner(SlurmSpawner):
         return {
             "username": self.user.name,
             "homedir": self.req_homedir,
-            "keepvars": self.req_keepvars,
             "hub_name": self.settings.hub.name,
             "log_dir": spawner.job_log_dir,
-            "env_prefix": spawner.notebook_env,
+            "log_dir_q": shlex.quote(f"{self.req_homedir}/{spawner.job_log_dir}"),
+            "env_bin_q": shlex.quote(f"{spawner.notebook_env}/bin"),
             "prologue": "\n".join(spawner.job_prologue),
             "request": self.request,
         }
 
-    def _query_cmd(self, template: str) -> str:
-        subvars = self.get_req_subvars()
-        subvars["job_id"] = self.job_id
-        return " ".join(
-            (format_template(self.exec_prefix, **subvars), format_template(template, **subvars))
-        )
+    def job_exports(self) -> str:
+        """`export NAME=value` lines (values shell-quoted) of what the server needs."""
+        lines = []
+        for name, value in sorted(self.get_env().items()):
+            if not (name.startswith(EXPORTED_PREFIX) or name in EXPORTED_NAMES):
+                continue
+            if not ENV_NAME.fullmatch(name):
+                self.log.warning("%s: not exporting %r: not a variable name", self.user.name, name)
+                continue
+            lines.append(f"export {name}={shlex.quote(str(value))}")
+        return "\n".join(lines)
+
+    def cmd_formatted_for_batch(self):
+        # Each word of the server's command line shell-quoted.
+        return shlex.join([self.batchspawner_singleuser_cmd, *self.cmd, *self.get_args()])
 
     async def _get_batch_script(self, **subvars):
         # Only trusted values go into the script: batchspawner's caller merged
         # self.user_options into `subvars`; rebuild them instead.
         trusted = self.get_req_subvars()
         trusted["cmd"] = self.cmd_formatted_for_batch()
+        trusted["exports"] = self.job_exports()
         return format_template(self.batch_script, **trusted)
+
+    def check_account(self) -> None:
+        """The uid floor, checked with the account database before every submission."""
+        name = self.user.name
+        try:
+            uid = pwd.getpwnam(name).pw_uid
+        except KeyError:
+            raise SpawnFailed(f"There is no account {name} on the hub's host.") from None
+        min_uid = self.settings.hub.min_uid
+        if uid < min_uid:
+            self.log.warning("%s: refusing to submit: uid %d is below %d", name, uid, min_uid)
+            raise SpawnFailed(
+                f"The account {name} (uid {uid}) is a system account: notebook jobs run only "
+                f"for accounts with a uid of at least {min_uid}."
+            )
+
+    async def run_command(self, cmd, input=None, env=None):
+        """Run a helper command without a shell and without the hub's environment.
+
+        `cmd` is split like a shell would (the helper gets exactly its arguments); `env`
+        is ignored. Raises RuntimeError with the command's stderr when it fails.
+        """
+        argv = shlex.split(cmd)
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE if input else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=COMMAND_ENV,
+        )
+        try:
+            out, err = await proc.communicate(input.encode() if input else None)
+        except BaseException:
+            # Cancelled (e.g. a spawn timeout): sudo forwards the signal to the helper.
+            try:
+                proc.terminate()
+            except (ProcessLookupError, PermissionError):
+                pass
+            raise
+        if proc.returncode != 0:
+            message = err.decode(errors="replace").strip()
+            raise RuntimeError(message or f"{argv[0]} exited with status {proc.returncode}")
+        return out.decode(errors="replace").strip()
+
+    async def submit_batch_script(self):
+        """Submit through the helper. Logs the command's shape and the job id only: the
+        script and the environment hold the server's API token (batchspawner's own
+        version logs both at DEBUG)."""
+        self.check_account()
+        script = await self._get_batch_script()
+        cmd = format_template(self.batch_submit_cmd, username=self.user.name)
+        self.log.info("%s: submitting a notebook job: %s (script on stdin)", self.user.name, cmd)
+        out = await self.run_command(cmd, input=script)
+        last = out.splitlines()[-1] if out else ""
+        job_id = last.split(";")[0].strip()
+        self.job_id = job_id if JOB_ID.fullmatch(job_id) else ""
+        if not self.job_id:
+            self.log.error("%s: sbatch returned no job id: %r", self.user.name, last[:200])
+        return self.job_id
 
     @property
     def log_path(self) -> str:
@@ -178,10 +278,10 @@ class SlurmNotebookSpawner(SlurmSpawner):
 
     async def _final_state(self) -> str:
         """State and reason of a job that left the queue (while Slurm still knows it)."""
+        cmd = format_template(self._helper("final"), username=self.user.name, job_id=self.job_id)
         try:
-            out = await self.run_command(
-                self._query_cmd(self._slurm("squeue -h -t all -j {job_id} -o '%T|%r'"))
-            )
+            # The helper runs squeue -h -t all -j JOBID -o '%T|%r'.
+            out = await self.run_command(cmd)
         except Exception:  # noqa: BLE001 - diagnostics only
             return ""
         return out.strip().replace("|", ": ", 1) if out.strip() else ""
@@ -227,6 +327,8 @@ class SlurmNotebookSpawner(SlurmSpawner):
             self.server.port = self.port
         try:
             await self.submit_batch_script()
+        except SpawnFailed:
+            raise
         except RuntimeError as e:
             raise SpawnFailed(f"Slurm refused the notebook job: {e}") from e
         if not self.job_id:

@@ -27,7 +27,10 @@ def test_hub_keeps_servers_and_uses_the_external_proxy(config):
 
 def test_pam_logins_for_allowed_groups_only(config):
     assert config.JupyterHub.authenticator_class == "hpchub_config.auth.ClusterPAMAuthenticator"
-    assert config.PAMAuthenticator.open_sessions is False
+    # PAM runs in hpchub's root helper, never in the hub: no PAM sessions, no hashes read.
+    assert config.ClusterPAMAuthenticator.helper == "/usr/local/libexec/hpchub/hpchub-auth"
+    assert config.ClusterPAMAuthenticator.sudo == "/usr/bin/sudo"
+    assert config.ClusterPAMAuthenticator.min_uid == 1000
     assert config.LocalAuthenticator.allowed_groups == {"hpcusers"}
     assert config.Authenticator.admin_users == {"hubadmin"}
     assert "allow_all" not in config.Authenticator

@@ -1,6 +1,10 @@
 """The spawner's decisions, with Slurm commands faked (the testbed runs the real ones)."""
 
 import asyncio
+import json
+import logging
+import shlex
+import subprocess
 
 import pytest
 from conftest import fake_hub, fake_user
@@ -61,7 +65,8 @@ def test_batch_script_has_the_validated_resources(wrapper):
         "#SBATCH --time=240",
         "#SBATCH --partition=batch",
         "#SBATCH --qos=interactive",
-        'log_dir="/home/alice/.hpchub/logs"',
+        "log_dir=/home/alice/.hpchub/logs",
+        "#SBATCH --export=NONE",
         "#SBATCH --chdir=/home/alice",
         "exec /opt/env/bin/batchspawner-singleuser /opt/env/bin/jupyterhub-singleuser",
     ]:
@@ -129,8 +134,11 @@ def test_form_errors_come_back_as_value_errors(wrapper, partitions, monkeypatch)
     assert isinstance(info.value.__cause__, OptionsError)
 
 
+HELPER = ["/usr/bin/sudo", "-n", "/usr/local/libexec/hpchub/hpchub-slurm"]
+
+
 class FakeSlurm:
-    """Answers batchspawner's shell commands like sbatch/squeue would."""
+    """Answers the Slurm helper's verbs (submit, query, final, cancel) like Slurm would."""
 
     def __init__(self, queue_states, final_state="FAILED|NonZeroExitCode"):
         self.queue_states = list(queue_states)
@@ -139,11 +147,12 @@ class FakeSlurm:
 
     async def __call__(self, cmd, input=None, env=None):
         self.commands.append(cmd)
-        if "sbatch" in cmd:
+        verb = shlex.split(cmd)[len(HELPER)]
+        if verb == "submit":
             return "42"
-        if "scancel" in cmd:
+        if verb == "cancel":
             return ""
-        if "-t all" in cmd:
+        if verb == "final":
             return self.final_state
         return self.queue_states.pop(0) if len(self.queue_states) > 1 else self.queue_states[0]
 
@@ -164,7 +173,8 @@ def test_job_that_dies_before_its_server_fails_fast_with_reason_and_log(wrapper)
     assert "job 42 ended (FAILED: NonZeroExitCode)" in message
     assert "~/.hpchub/logs/jupyterlab-42.log" in message
     assert child.job_id == ""
-    assert slurm.commands[0].startswith("/usr/bin/sudo -E -u alice /usr/bin/sbatch --parsable")
+    assert shlex.split(slurm.commands[0]) == [*HELPER, "submit", "alice"]
+    assert shlex.split(slurm.commands[-1]) == [*HELPER, "final", "alice", "42"]
 
 
 def test_hopeless_pending_job_is_cancelled_at_once(wrapper):
@@ -173,7 +183,7 @@ def test_hopeless_pending_job_is_cancelled_at_once(wrapper):
     with pytest.raises(SpawnFailed) as info:
         run_start(child, slurm)
     assert "PartitionTimeLimit" in str(info.value)
-    assert any("scancel 42" in c for c in slurm.commands)
+    assert [*HELPER, "cancel", "alice", "42"] in [shlex.split(c) for c in slurm.commands]
 
 
 def test_start_returns_once_the_reported_port_accepts_connections(wrapper):
@@ -195,7 +205,9 @@ def test_start_returns_once_the_reported_port_accepts_connections(wrapper):
     child.startup_poll_interval = 0.01
     (host, port), listening = asyncio.run(scenario())
     assert (host, port) == ("127.0.0.1", listening)
-    assert all(c.startswith("/usr/bin/sudo -E -u alice /usr/bin/") for c in slurm.commands)
+    commands = [shlex.split(c) for c in slurm.commands]
+    assert commands[0] == [*HELPER, "submit", "alice"]
+    assert all(c in ([*HELPER, "query", "alice", "42"], commands[0]) for c in commands)
 
 
 def test_server_that_crashes_after_reporting_its_port_fails_fast(wrapper):
@@ -231,3 +243,127 @@ def test_sbatch_refusal_is_shown_to_the_user(wrapper):
     with pytest.raises(SpawnFailed) as info:
         asyncio.run(child.start())
     assert "Slurm refused the notebook job: sbatch: error: Invalid account" in str(info.value)
+
+
+# --- what the batch script carries, and what the hub logs --------------------------------
+
+
+def bash(script: str, cwd=None, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["/bin/bash", "-c", script], capture_output=True, text=True, cwd=cwd, env=env, timeout=30
+    )
+
+
+def test_the_server_environment_is_exported_shell_quoted(wrapper, spawner_config):
+    hostile = "x'; touch /tmp/hpchub-pwned; echo '$(id) `id` \"\n"
+    spawner_config.Spawner.environment = {
+        "JUPYTERHUB_EXTRA": hostile,
+        "SOMETHING_ELSE": "not for the job",
+    }
+    wrapper = ProfilesSlurmSpawner(user=fake_user(), hub=fake_hub(), config=spawner_config)
+    script = script_of(child_for(wrapper))
+    assert "#SBATCH --export=NONE" in script
+    exports = [line for line in script.splitlines() if line.startswith("export ")]
+    assert "export JUPYTERHUB_API_TOKEN=secret-token" in exports
+    assert "export JUPYTERHUB_USER=alice" in exports
+    assert "export HOME=/home/alice" in exports
+    assert not any("SOMETHING_ELSE" in line for line in exports)
+    assert "JPY_API_TOKEN" not in script  # one copy of the token is enough
+    # bash reads every value back exactly as the hub meant it, and runs nothing.
+    start, end = script.index("\nexport HOME="), script.index("\nexport PATH=")
+    result = bash(script[start:end] + '\nprintf %s "$JUPYTERHUB_EXTRA"')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == hostile
+    scopes = bash(script[start:end] + '\nprintf %s "$JUPYTERHUB_OAUTH_ACCESS_SCOPES"').stdout
+    assert json.loads(scopes) == ["access:servers!server=alice/", "access:servers!user=alice"]
+
+
+def test_settings_values_in_the_script_are_shell_quoted(wrapper, monkeypatch):
+    import pwd
+
+    odd = pwd.struct_passwd(("alice", "x", 2002, 2000, "", "/home/al ice$(id)", "/bin/bash"))
+    monkeypatch.setattr(pwd, "getpwnam", lambda name: odd)
+    script = script_of(child_for(wrapper))
+    (line,) = [line for line in script.splitlines() if line.startswith("log_dir=")]
+    assert bash(f'{line}\nprintf %s "$log_dir"').stdout == "/home/al ice$(id)/.hpchub/logs"
+    assert "export PATH=/opt/env/bin:" in script
+    assert bash(f"set -n\n{script}").returncode == 0  # the whole script parses
+
+
+def test_job_log_folder_is_0700_and_the_log_0600(wrapper, tmp_path, monkeypatch):
+    import pwd
+
+    home = tmp_path / "home"
+    home.mkdir()
+    entry = pwd.struct_passwd(("alice", "x", 2002, 2000, "", str(home), "/bin/bash"))
+    monkeypatch.setattr(pwd, "getpwnam", lambda name: entry)
+    script = script_of(child_for(wrapper))
+    # The job's start, up to its first line of output, in a shell with umask 022.
+    prelude = script[: script.index('echo "hpchub: job')]
+    result = bash(
+        f"umask 022\nexec 3>&1\n{prelude}\necho logged\numask >&3",
+        env={"SLURM_JOB_ID": "7", "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0022"  # the server itself runs with the usual umask
+    log_dir = home / ".hpchub" / "logs"
+    log = log_dir / "jupyterlab-7.log"
+    assert log.read_text() == "logged\n"
+    assert oct(log_dir.stat().st_mode & 0o777) == "0o700"
+    assert oct((home / ".hpchub").stat().st_mode & 0o777) == "0o700"
+    assert oct(log.stat().st_mode & 0o777) == "0o600"
+    # An existing folder from an older version (0755) is tightened too.
+    log_dir.chmod(0o755)
+    bash(f"exec 3>&1\n{prelude}", env={"SLURM_JOB_ID": "8", "PATH": "/usr/bin:/bin"})
+    assert oct(log_dir.stat().st_mode & 0o777) == "0o700"
+
+
+def test_submission_logs_neither_the_script_nor_the_environment(wrapper, caplog):
+    child = child_for(wrapper)
+    slurm = FakeSlurm(["RUNNING|node1|None"])
+    child.run_command = slurm
+    caplog.set_level(logging.DEBUG)
+    child.log.setLevel(logging.DEBUG)
+    asyncio.run(child.submit())
+    assert child.job_id == "42"
+    assert "secret-token" not in caplog.text
+    assert "JUPYTERHUB_" not in caplog.text and "#SBATCH" not in caplog.text
+    assert "submitting a notebook job: /usr/bin/sudo -n " in caplog.text
+    assert "submitted Slurm job 42" in caplog.text
+
+
+def test_system_accounts_get_no_job(wrapper, monkeypatch):
+    import pwd
+
+    system = pwd.struct_passwd(("alice", "x", 999, 999, "", "/home/alice", "/bin/bash"))
+    monkeypatch.setattr(pwd, "getpwnam", lambda name: system)
+    child = child_for(wrapper)
+    slurm = FakeSlurm(["RUNNING|node1|None"])
+    child.run_command = slurm
+    with pytest.raises(SpawnFailed) as info:
+        asyncio.run(child.submit())
+    assert "uid 999" in str(info.value) and "at least 1000" in str(info.value)
+    assert "Slurm refused" not in str(info.value)
+    assert slurm.commands == []
+
+
+@pytest.mark.parametrize(("output", "job_id"), [("42", "42"), ("43;cluster1", "43"), ("x", "")])
+def test_job_id_is_digits_from_sbatch_parsable(wrapper, output, job_id):
+    child = child_for(wrapper)
+
+    async def sbatch(cmd, input=None, env=None):
+        return output
+
+    child.run_command = sbatch
+    assert asyncio.run(child.submit_batch_script()) == job_id
+
+
+def test_helper_commands_run_without_a_shell_or_the_hub_environment(wrapper, monkeypatch):
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "hub-token")
+    child = child_for(wrapper)
+    echoed = asyncio.run(child.run_command("/bin/echo '$HOME;id' `id`"))
+    assert echoed == "$HOME;id `id`"
+    env = asyncio.run(child.run_command("/usr/bin/env")).splitlines()
+    assert sorted(env) == ["LANG=C.UTF-8", "PATH=/usr/bin:/bin"]
+    with pytest.raises(RuntimeError, match="refused: no"):
+        asyncio.run(child.run_command("/bin/sh -c 'echo refused: no >&2; exit 2'"))
