@@ -78,7 +78,22 @@ def main(argv: list[str] | None = None) -> None:
     config.AnnouncementQueue.lifetime_days = settings.lifetime_days
     service = AnnouncementService(config=config)
     service.initialize([])
+    record_posts(service.queue)
     service.start()
+
+
+def record_posts(queue) -> None:
+    """Each announcement an admin posts (or clears) becomes an audit event."""
+    from . import audit
+
+    audit.setup()
+    post = queue.update
+
+    async def update(user, announcement=""):
+        await post(user, announcement)
+        audit.event("announcement", actor=user, length=len(announcement), text=announcement)
+
+    queue.update = update
 
 
 if __name__ == "__main__":

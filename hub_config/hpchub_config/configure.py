@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import api, form
+from . import api, audit, form
 from .settings import Settings
 
 TEMPLATES = str(Path(__file__).parent / "templates")
@@ -39,6 +39,10 @@ def configure(c, settings: Settings, settings_path: str) -> None:
     c.ConfigurableHTTPProxy.api_url = proxy.api_url
     c.ConfigurableHTTPProxy.auth_token = Path(proxy.auth_token_file).read_text().strip()
     c.WatchedProxy.route_check_interval = proxy.route_check_interval
+
+    # --- the audit log: security events as JSON lines (journalctl -t hpchub-audit) --------
+    audit.setup()
+    c.JupyterHub.tornado_settings = {"log_function": audit.log_request}
 
     # --- logins: PAM against the cluster's accounts, through hpchub's root helper -------
     # (the hub cannot read password hashes; no PAM sessions are opened)

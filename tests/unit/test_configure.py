@@ -140,3 +140,9 @@ def test_invalid_settings_stop_the_static_config(tmp_path, settings_data, monkey
     with pytest.raises(SettingsError) as info:
         PyFileConfigLoader("jupyterhub_config.py", path=str(tmp_path)).load_config()
     assert "hub.admin_user: unknown key (did you mean hub.admin_users?)" in str(info.value)
+
+
+def test_requests_go_through_the_audit_log(config):
+    from hpchub_config import audit
+
+    assert config.JupyterHub.tornado_settings["log_function"] is audit.log_request
