@@ -32,7 +32,11 @@ def load_helper(name: str):
     loader = importlib.machinery.SourceFileLoader(name.replace("-", "_"), str(path))
     spec = importlib.util.spec_from_loader(loader.name, loader)
     module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
+    writes_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:  # no __pycache__ among the role's files
+        loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = writes_bytecode
     return module
 
 
@@ -389,7 +393,7 @@ def run_helper(config: str, args: list[str], stdin: str = "", env: dict | None =
         f"sys.exit(helper.main({args!r}, config_path={config!r}))\n"
     )
     return subprocess.run(
-        [sys.executable, "-I", "-c", code],
+        [sys.executable, "-I", "-B", "-c", code],
         input=stdin,
         capture_output=True,
         text=True,
