@@ -20,6 +20,8 @@ import re
 from jupyterhub.auth import LocalAuthenticator
 from traitlets import Float, Integer, Unicode
 
+from .audit import AuditedLoginMixin
+
 POSIX_USERNAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
 MAX_PASSWORD_BYTES = 1024
 
@@ -102,3 +104,7 @@ class ClusterPAMAuthenticator(LocalAuthenticator):
         if proc.returncode == 0:
             return True, ""
         return False, (reason[-1] if reason else f"exit status {proc.returncode}")[:300]
+
+
+class AuditedClusterAuthenticator(AuditedLoginMixin, ClusterPAMAuthenticator):
+    """ClusterPAMAuthenticator whose every login attempt is an audit event (audit.py)."""

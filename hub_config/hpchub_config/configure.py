@@ -12,7 +12,7 @@ from .settings import Settings
 TEMPLATES = str(Path(__file__).parent / "templates")
 SPAWNER = "hpchub_config.spawner.ProfilesSlurmSpawner"
 PROXY = "hpchub_config.proxy.WatchedProxy"
-AUTHENTICATOR = "hpchub_config.auth.ClusterPAMAuthenticator"
+AUTHENTICATOR = "hpchub_config.auth.AuditedClusterAuthenticator"
 
 
 def configure(c, settings: Settings, settings_path: str) -> None:

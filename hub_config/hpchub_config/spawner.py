@@ -37,6 +37,7 @@ from tornado import web
 from traitlets import Float, Instance, Type, Unicode, default
 from wrapspawner import ProfilesSpawner, WrapSpawner
 
+from . import audit
 from .cluster import ClusterQueryError, cluster_info
 from .form import render_form
 from .options import (
@@ -339,6 +340,13 @@ class SlurmNotebookSpawner(SlurmSpawner):
             self.job_id,
             self.request.profile,
         )
+        audit.event(
+            "spawn",
+            user=self.user.name,
+            server=self.name,
+            job_id=self.job_id,
+            **{k: v for k, v in self.request.to_state().items() if k != "sbatch_options"},
+        )
 
     async def wait_for_job(self, started: float) -> None:
         """Until the job runs; a job that ends, or can never start, fails the spawn."""
@@ -482,6 +490,7 @@ class ProfilesSlurmSpawner(ProfilesSpawner):
         try:
             await self.resolve(options)
         except OptionsError as e:
+            audit.event("spawn_refused", user=self.user.name, server=self.name, reason=str(e))
             raise ValueError(str(e)) from e
         return options
 
@@ -492,6 +501,7 @@ class ProfilesSlurmSpawner(ProfilesSpawner):
             request = await spawner.resolve(user_options)
         except OptionsError as e:
             spawner.log.warning("%s: refused options %r: %s", spawner.user.name, user_options, e)
+            audit.event("spawn_refused", user=spawner.user.name, server=spawner.name, reason=str(e))
             raise web.HTTPError(400, f"Invalid server options: {e}") from e
         except ClusterQueryError as e:
             spawner.log.error("%s: cannot check options against Slurm: %s", spawner.user.name, e)

@@ -26,7 +26,13 @@ def test_hub_keeps_servers_and_uses_the_external_proxy(config):
 
 
 def test_pam_logins_for_allowed_groups_only(config):
-    assert config.JupyterHub.authenticator_class == "hpchub_config.auth.ClusterPAMAuthenticator"
+    assert config.JupyterHub.authenticator_class == "hpchub_config.auth.AuditedClusterAuthenticator"
+    from hpchub_config.audit import AuditedLoginMixin
+    from hpchub_config.auth import AuditedClusterAuthenticator, ClusterPAMAuthenticator
+
+    # The audited class is the PAM-through-helper one (its config applies) plus the audit.
+    assert issubclass(AuditedClusterAuthenticator, ClusterPAMAuthenticator)
+    assert issubclass(AuditedClusterAuthenticator, AuditedLoginMixin)
     # PAM runs in hpchub's root helper, never in the hub: no PAM sessions, no hashes read.
     assert config.ClusterPAMAuthenticator.helper == "/usr/local/libexec/hpchub/hpchub-auth"
     assert config.ClusterPAMAuthenticator.sudo == "/usr/bin/sudo"

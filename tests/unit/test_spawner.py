@@ -367,3 +367,47 @@ def test_helper_commands_run_without_a_shell_or_the_hub_environment(wrapper, mon
     assert sorted(env) == ["LANG=C.UTF-8", "PATH=/usr/bin:/bin"]
     with pytest.raises(RuntimeError, match="refused: no"):
         asyncio.run(child.run_command("/bin/sh -c 'echo refused: no >&2; exit 2'"))
+
+
+def test_refused_form_options_are_audited(wrapper, partitions, monkeypatch):
+    import logging
+
+    from hpchub_config import audit
+
+    async def fake_partitions():
+        return partitions
+
+    monkeypatch.setattr(wrapper.cluster, "partitions", fake_partitions)
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    audit.logger.addHandler(handler)
+    try:
+        with pytest.raises(ValueError):
+            asyncio.run(wrapper.options_from_form({"profile": ["medium"], "cores": ["64"]}))
+    finally:
+        audit.logger.removeHandler(handler)
+    (line,) = lines
+    assert '"event": "spawn_refused"' in line and "at most 4" in line and '"user": "alice"' in line
+
+
+def test_submission_is_audited_with_the_job_id_and_the_validated_resources(wrapper):
+    import json
+    import logging
+
+    from hpchub_config import audit
+
+    child = child_for(wrapper)
+    child.run_command = FakeSlurm(["RUNNING|node1|None"])
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(json.loads(record.getMessage()))
+    audit.logger.addHandler(handler)
+    try:
+        asyncio.run(child.submit())
+    finally:
+        audit.logger.removeHandler(handler)
+    (line,) = lines
+    assert (line["event"], line["user"], line["job_id"]) == ("spawn", "alice", "42")
+    assert (line["cores"], line["memory_gb"], line["walltime_minutes"]) == (2, 4, 240)
+    assert "secret-token" not in json.dumps(line)
