@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import textwrap
+import time
 
 import pytest
 
 from .hubclient import node_exec
-from .topology import LOGIN
+from .topology import DEMO_GROUP, LOGIN, container
 
 pytestmark = pytest.mark.testbed
 
@@ -89,23 +91,237 @@ def test_hub_and_proxy_run_unprivileged():
         assert user == "jupyterhub", f"{unit} runs as {user}"
 
 
-def test_sudo_allows_only_slurm_commands_as_cluster_users():
-    rules = node_exec(LOGIN, "sudo -l -U jupyterhub")
-    commands = rules.split(f"may run the following commands on {LOGIN}:")[1]
-    assert "/usr/bin/sbatch, /usr/bin/squeue, /usr/bin/scancel" in commands
-    assert "ALL : ALL" not in commands
-    check = "sudo -n -u {target} {cmd} >/dev/null 2>&1 && echo allowed || echo refused"
+# --- sudo: the hub account runs two root helpers and nothing else ------------------------
 
-    def as_hub(target: str, cmd: str) -> str:
-        return node_exec(
-            LOGIN, f"runuser -u jupyterhub -- bash -c '{check.format(target=target, cmd=cmd)}'"
-        ).strip()
+SLURM_HELPER = "/usr/local/libexec/hpchub/hpchub-slurm"
+AUTH_HELPER = "/usr/local/libexec/hpchub/hpchub-auth"
 
-    assert as_hub("alice", "/usr/bin/squeue -h") == "allowed"
-    assert as_hub("root", "/usr/bin/squeue -h") == "refused"
-    assert as_hub("daemon", "/usr/bin/squeue -h") == "refused"
-    assert as_hub("alice", "/usr/bin/id") == "refused"
-    assert as_hub("alice", "/bin/bash -c true") == "refused"
+
+def as_hub(*argv: str, stdin: str | None = None, env: dict | None = None):
+    """Run argv on the login node as the hub account, as a compromised hub could."""
+    prefix = ["runuser", "-u", "jupyterhub", "--"]
+    if env:
+        prefix += ["env", *(f"{name}={value}" for name, value in env.items())]
+    return subprocess.run(
+        ["docker", "exec", "-i", container(LOGIN), *prefix, *argv],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def all_jobs() -> set[str]:
+    """Every job Slurm knows about, including those that ended in the last minutes."""
+    return set(node_exec(LOGIN, "squeue -h -t all -o %i").split())
+
+
+def test_sudo_lets_the_hub_run_only_its_two_helpers_as_root():
+    listing = as_hub("sudo", "-n", "-l")
+    assert listing.returncode == 0, listing.stderr
+    rules = " ".join(listing.stdout.split(f"may run the following commands on {LOGIN}:")[1].split())
+    runas, tags = rules.split(" ", 1)[0], rules.split(") ", 1)[1]
+    assert runas == "(root)"
+    assert "NOPASSWD:" in tags and "NOSETENV:" in tags
+    commands = tags.replace("NOPASSWD:", "").replace("NOSETENV:", "").strip()
+    assert sorted(c.strip() for c in commands.split(",")) == sorted([SLURM_HELPER, AUTH_HELPER])
+    assert "ALL" not in commands and " SETENV" not in rules
+
+    for argv, error in [
+        (["/usr/bin/sbatch", "--wrap=id"], "a password is required"),
+        (["-u", "alice", "/usr/bin/squeue", "-h"], "a password is required"),
+        (["/usr/bin/id"], "a password is required"),
+        (["/bin/bash", "-c", "true"], "a password is required"),
+        (["-u", "alice", SLURM_HELPER, "query", "alice", "1"], "a password is required"),
+        (["-E", SLURM_HELPER, "query", "alice", "1"], "not allowed to preserve the environment"),
+        (["SLURM_CONF=/tmp/x", SLURM_HELPER, "query", "alice", "1"], "not allowed to set"),
+    ]:
+        result = as_hub("sudo", "-n", *argv)
+        assert result.returncode != 0, argv
+        assert error in result.stderr, (argv, result.stderr)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["submit", "alice", "--wrap=id"],
+        ["submit", "alice", "--uid=0"],
+        ["submit", "alice", "--export=ALL"],
+        ["submit", "root"],
+        ["submit", "daemon"],
+        ["submit", "jupyterhub"],
+        ["submit", "alice;id"],
+        ["query", "alice", "1;id"],
+        ["query", "alice", "1", "-o", "%all"],
+        ["cancel", "alice", "-u alice"],
+        ["cancel", "alice"],
+        ["sbatch", "alice"],
+    ],
+)
+def test_slurm_helper_refuses_anything_but_its_four_commands(argv):
+    before = all_jobs()
+    result = as_hub("sudo", "-n", SLURM_HELPER, *argv, stdin="#!/bin/bash\nid\n")
+    assert result.returncode == 2, result
+    assert result.stderr.startswith("hpchub-slurm: refused: ")
+    assert result.stderr.count("\n") == 1
+    assert all_jobs() == before  # nothing was submitted
+
+
+@pytest.fixture
+def late_accounts():
+    """Accounts created after deployment: a system account in the hub's allowed group (the
+    old deploy-time sudoers snapshot would have let the hub act as it) and an ordinary
+    account outside the group. Removed afterwards."""
+    group = DEMO_GROUP[0]
+    node_exec(
+        LOGIN,
+        f"useradd --system --no-create-home --shell /bin/bash --groups {group} hpchub-late-sys"
+        " && useradd --no-create-home --shell /bin/bash hpchub-late-user"
+        " && echo 'hpchub-late-sys:Late-pw-1' | chpasswd",
+    )
+    uids = {
+        name: int(node_exec(LOGIN, f"id -u {name}"))
+        for name in ("hpchub-late-sys", "hpchub-late-user")
+    }
+    yield uids
+    node_exec(LOGIN, "userdel hpchub-late-sys; userdel hpchub-late-user", check=False)
+
+
+def test_accounts_created_after_deployment_are_checked_at_call_time(late_accounts):
+    assert late_accounts["hpchub-late-sys"] < 1000 <= late_accounts["hpchub-late-user"]
+    before = all_jobs()
+    for argv, reason in [
+        (["submit", "hpchub-late-sys"], "is below min_uid 1000"),
+        (["query", "hpchub-late-sys", "1"], "is below min_uid 1000"),
+        (["cancel", "hpchub-late-sys", "1"], "is below min_uid 1000"),
+        (["submit", "hpchub-late-user"], "is in none of the allowed groups"),
+    ]:
+        result = as_hub("sudo", "-n", SLURM_HELPER, *argv, stdin="#!/bin/bash\nid\n")
+        assert result.returncode == 2 and reason in result.stderr, (argv, result.stderr)
+    assert all_jobs() == before
+    # Its password is right, but PAM is never asked for a system account.
+    login = as_hub("sudo", "-n", AUTH_HELPER, stdin="hpchub-late-sys\nLate-pw-1\n")
+    assert login.returncode == 1 and "is below min_uid 1000" in login.stderr
+
+
+def test_the_callers_environment_reaches_neither_slurm_nor_the_job(alice_server, job_dir):
+    hostile = {
+        "SLURM_CONF": "/nonexistent/slurm.conf",
+        "LD_PRELOAD": "/nonexistent/hpchub-evil.so",
+        "BASH_ENV": "/tmp/hpchub-evil.sh",
+        "SBATCH_EXPORT": "ALL",
+        "HPCHUB_MARKER": "from-the-caller",
+    }
+    job_id = alice_server["job"].job_id
+    # This SLURM_CONF breaks squeue when it is passed on ...
+    direct = node_exec(
+        LOGIN,
+        f"runuser -u alice -- env SLURM_CONF=/nonexistent/slurm.conf squeue -h -j {job_id}",
+        check=False,
+    )
+    assert "RUNNING" not in direct
+    # ... but the helper's squeue never sees it.
+    query = as_hub("sudo", "-n", SLURM_HELPER, "query", "alice", job_id, env=hostile)
+    assert query.returncode == 0, query.stderr
+    assert query.stdout.startswith("RUNNING|")
+
+    # A job that prints its environment: sbatch exports its own environment by default.
+    script = (
+        "#!/bin/bash\n#SBATCH --job-name=hpchub-env-test\n#SBATCH --time=2\n"
+        f"#SBATCH --mem=256M\n#SBATCH --output={job_dir}/env.out\nenv\n"
+    )
+    submitted = as_hub("sudo", "-n", SLURM_HELPER, "submit", "alice", stdin=script, env=hostile)
+    assert submitted.returncode == 0, submitted.stderr
+    new_job = submitted.stdout.strip().split(";")[0]
+    assert new_job.isdigit()
+    deadline = time.monotonic() + 90
+    while new_job in set(node_exec(LOGIN, "squeue -h -o %i").split()):
+        assert time.monotonic() < deadline, f"job {new_job} did not end"
+        time.sleep(1)
+    env = node_exec(LOGIN, f"cat {job_dir}/env.out", user="alice").splitlines()
+    assert "USER=alice" in env and "HOME=/home/alice" in env
+    for name, value in hostile.items():
+        assert f"{name}={value}" not in env, name  # (slurmd sets its own SLURM_CONF)
+    for name in ("LD_PRELOAD", "BASH_ENV", "SBATCH_EXPORT", "HPCHUB_MARKER"):
+        assert not any(line.startswith(f"{name}=") for line in env), name
+
+
+def test_the_hub_account_cannot_read_password_hashes():
+    groups = node_exec(LOGIN, "id -Gn jupyterhub").split()
+    assert "shadow" not in groups
+    assert as_hub("cat", "/etc/shadow").returncode != 0
+    # Nor does the running hub have the group from an older deployment.
+    pid = node_exec(LOGIN, "systemctl show -p MainPID --value jupyterhub").strip()
+    status = node_exec(LOGIN, f"cat /proc/{pid}/status")
+    shadow_gid = node_exec(LOGIN, "getent group shadow | cut -d: -f3").strip()
+    (line,) = [line for line in status.splitlines() if line.startswith("Groups:")]
+    assert shadow_gid not in line.split()[1:]
+
+
+def test_passwords_are_checked_by_the_auth_helper_from_stdin_only(access):
+    password = next(u for u in access["users"] if u["name"] == "alice")["password"]
+    assert as_hub("sudo", "-n", AUTH_HELPER, stdin=f"alice\n{password}\n").returncode == 0
+    wrong = as_hub("sudo", "-n", AUTH_HELPER, stdin="alice\nnot-her-password\n")
+    assert wrong.returncode == 1 and "not-her-password" not in wrong.stderr
+    root = as_hub("sudo", "-n", AUTH_HELPER, stdin="root\nroot\n")
+    assert root.returncode == 1 and "below min_uid" in root.stderr
+    # Nothing on the command line, where every user of the login node could read it.
+    argv = as_hub("sudo", "-n", AUTH_HELPER, "alice", password, stdin="")
+    assert argv.returncode == 2
+
+
+def test_job_logs_are_private_to_their_owner(alice_server):
+    job_id = alice_server["job"].job_id
+    logs = "/home/alice/.hpchub/logs"
+    assert node_exec(LOGIN, f"stat -c %a {logs}").strip() == "700"
+    assert node_exec(LOGIN, f"stat -c %a {logs}/jupyterlab-{job_id}.log").strip() == "600"
+
+
+def test_other_users_cannot_read_a_job_script_and_its_token(alice_server):
+    """The batch script carries the server's API token (there is no other way into an
+    --export=NONE job): Slurm shows it to its owner only."""
+    job_id = alice_server["job"].job_id
+    mine = node_exec(LOGIN, f"scontrol write batch_script {job_id} -", user="alice")
+    assert "export JUPYTERHUB_API_TOKEN=" in mine
+    theirs = node_exec(
+        LOGIN, f"scontrol write batch_script {job_id} - 2>&1", user="bob", check=False
+    )
+    assert "JUPYTERHUB_API_TOKEN" not in theirs
+
+
+DEBUG_DROP_IN = "/etc/jupyterhub/jupyterhub_config.d/99-hpchub-test-debug.py"
+
+
+@pytest.fixture
+def hub_at_debug_level():
+    """The hub restarted with log level DEBUG (a site drop-in), and back afterwards."""
+    from .test_hub_restarts import wait_hub_api
+
+    node_exec(LOGIN, f"echo 'c.JupyterHub.log_level = \"DEBUG\"' > {DEBUG_DROP_IN}")
+    since = node_exec(LOGIN, "date +%s").strip()
+    node_exec(LOGIN, "systemctl restart jupyterhub")
+    wait_hub_api()
+    yield since
+    node_exec(LOGIN, f"rm -f {DEBUG_DROP_IN} && systemctl restart jupyterhub")
+    wait_hub_api()
+
+
+def test_no_server_token_in_the_hub_journal_even_at_debug_level(bob, hub_at_debug_level):
+    if bob.server_model() is not None:
+        bob.stop_server()
+    bob.start_server({"profile": "small"})
+    try:
+        token = bob.run_code("import os; print(os.environ['JUPYTERHUB_API_TOKEN'])").strip()
+    finally:
+        bob.stop_server()
+    assert len(token) >= 32
+    journal = node_exec(
+        LOGIN, f"journalctl -u jupyterhub --since @{hub_at_debug_level} --no-pager -o cat"
+    )
+    assert "[D " in journal  # the hub really logged at DEBUG
+    assert "bob: submitting a notebook job: /usr/bin/sudo -n " in journal
+    assert token not in journal
+    assert "JUPYTERHUB_API_TOKEN" not in journal
 
 
 def test_secrets_are_0600_and_owned_by_the_hub():
