@@ -122,6 +122,10 @@ class SpawnFailed(RuntimeError):
         self.jupyterhub_message = message
 
 
+class CommandInterrupted(RuntimeError):
+    """A helper command killed by a signal (e.g. while the hub stops): no answer from Slurm."""
+
+
 class SlurmNotebookSpawner(SlurmSpawner):
     """One notebook server as one Slurm job (a batchspawner.SlurmSpawner, hardened)."""
 
@@ -248,10 +252,50 @@ class SlurmNotebookSpawner(SlurmSpawner):
             except (ProcessLookupError, PermissionError):
                 pass
             raise
+        if proc.returncode < 0:
+            raise CommandInterrupted(f"{argv[0]} was killed by signal {-proc.returncode}")
         if proc.returncode != 0:
             message = err.decode(errors="replace").strip()
             raise RuntimeError(message or f"{argv[0]} exited with status {proc.returncode}")
         return out.decode(errors="replace").strip()
+
+    async def query_job_status(self):
+        """batchspawner's query, except when Slurm gave no answer at all.
+
+        A query killed by a signal (systemd stops the hub's whole cgroup on a restart) or
+        that could not run leaves the state UNKNOWN, so the server is kept: batchspawner
+        would report the job gone and the hub would forget a running notebook job. An
+        answer (squeue's output or its error, e.g. an unknown job id) counts as before.
+        """
+        if not self.job_id:
+            self.job_status = ""
+            return JobStatus.NOTFOUND
+        cmd = format_template(self.batch_query_cmd, username=self.user.name, job_id=self.job_id)
+        try:
+            self.job_status = await self.run_command(cmd)
+        except CommandInterrupted as e:
+            return self._no_answer(e)
+        except RuntimeError as e:
+            self.job_status = e.args[0] if e.args else ""
+        except Exception as e:  # noqa: BLE001 - anything else is no answer either
+            return self._no_answer(e)
+        if self.state_isrunning():
+            return JobStatus.RUNNING
+        if self.state_ispending():
+            return JobStatus.PENDING
+        if self.state_isunknown():
+            return JobStatus.UNKNOWN
+        return JobStatus.NOTFOUND
+
+    def _no_answer(self, error: Exception) -> JobStatus:
+        self.log.warning(
+            "%s: no answer about job %s (%s: %s); its state stays unknown",
+            self.user.name,
+            self.job_id,
+            type(error).__name__,
+            error,
+        )
+        return JobStatus.UNKNOWN
 
     async def submit_batch_script(self):
         """Submit through the helper. Logs the command's shape and the job id only: the

@@ -7,9 +7,15 @@ import shlex
 import subprocess
 
 import pytest
+from batchspawner import JobStatus
 from conftest import fake_hub, fake_user
 from hpchub_config.options import OptionsError, ResourceRequest
-from hpchub_config.spawner import ProfilesSlurmSpawner, SlurmNotebookSpawner, SpawnFailed
+from hpchub_config.spawner import (
+    CommandInterrupted,
+    ProfilesSlurmSpawner,
+    SlurmNotebookSpawner,
+    SpawnFailed,
+)
 from tornado import web
 
 REQUEST = ResourceRequest(
@@ -411,3 +417,42 @@ def test_submission_is_audited_with_the_job_id_and_the_validated_resources(wrapp
     assert (line["event"], line["user"], line["job_id"]) == ("spawn", "alice", "42")
     assert (line["cores"], line["memory_gb"], line["walltime_minutes"]) == (2, 4, 240)
     assert "secret-token" not in json.dumps(line)
+
+
+def test_a_query_without_an_answer_keeps_the_server(wrapper, caplog):
+    """systemd kills the hub's whole cgroup on restart: a query killed then is no answer."""
+    child = child_for(wrapper)
+    child.job_id = "10"
+    child.job_status = "RUNNING|node1|None"
+
+    async def killed(cmd, input=None, env=None):
+        raise CommandInterrupted("/usr/bin/sudo was killed by signal 15")
+
+    async def broken(cmd, input=None, env=None):
+        raise OSError(24, "Too many open files")
+
+    for failure in (killed, broken):
+        child.run_command = failure
+        assert asyncio.run(child.query_job_status()) == JobStatus.UNKNOWN
+        assert asyncio.run(child.poll()) is None  # still running for JupyterHub
+        assert child.job_id == "10"
+    assert "no answer about job 10" in caplog.text
+
+
+def test_slurm_saying_the_job_is_gone_still_stops_the_server(wrapper):
+    child = child_for(wrapper)
+    child.job_id = "10"
+
+    async def gone(cmd, input=None, env=None):
+        raise RuntimeError("slurm_load_jobs error: Invalid job id specified")
+
+    child.run_command = gone
+    assert asyncio.run(child.query_job_status()) == JobStatus.NOTFOUND
+    assert asyncio.run(child.poll()) == 1
+    assert child.job_id == ""
+
+
+def test_a_command_killed_by_a_signal_is_no_answer(wrapper):
+    child = child_for(wrapper)
+    with pytest.raises(CommandInterrupted, match="signal 15"):
+        asyncio.run(child.run_command("/bin/sh -c 'kill -TERM $$'"))
