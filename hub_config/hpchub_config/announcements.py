@@ -76,10 +76,27 @@ def main(argv: list[str] | None = None) -> None:
     config.AnnouncementService.config_file = ""
     config.AnnouncementQueue.persist_path = settings.persist_path
     config.AnnouncementQueue.lifetime_days = settings.lifetime_days
+    # It listens in plain HTTP on the loopback only, on a port below 1024 that no user can
+    # bind: the proxy reaches it there. The hub's internal TLS certificate (JUPYTERHUB_SSL_*
+    # in its environment) serves its own calls to the hub API, not its listener.
+    config.SSLContext.certfile = ""
     service = AnnouncementService(config=config)
     service.initialize([])
     record_posts(service.queue)
-    service.start()
+    serve(service, settings.port)
+
+
+def serve(service, port: int, address: str = "127.0.0.1") -> None:
+    """The upstream service's start(), bound to one address (upstream binds every interface)."""
+    from tornado import ioloop
+
+    service.app.listen(port, address=address)
+
+    async def purge():
+        await service.queue.purge()
+
+    ioloop.PeriodicCallback(purge, 300_000).start()
+    ioloop.IOLoop.current().start()
 
 
 def record_posts(queue) -> None:

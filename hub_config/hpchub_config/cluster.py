@@ -36,6 +36,9 @@ class Partition:
     max_gpus: int  # GPUs of the best-equipped usable node
     max_walltime_minutes: int | None  # None: no limit set in Slurm
     usable_nodes: int
+    # Every node of the partition (usable or not): the names a notebook server's internal
+    # TLS certificate must carry, since its job may land on any of them.
+    nodes: tuple[str, ...] = ()
 
 
 def parse_slurm_time(text: str) -> int | None:
@@ -71,6 +74,7 @@ def parse_gpu_count(gres: str) -> int:
 def parse_sinfo(output: str) -> dict[str, Partition]:
     """Turn `sinfo -h -N -o SINFO_FORMAT` output into partitions."""
     nodes: dict[str, list[tuple[int, int, int, bool]]] = {}
+    names: dict[str, dict[str, None]] = {}
     meta: dict[str, tuple[bool, bool, int | None]] = {}
     for line in output.splitlines():
         if not line.strip():
@@ -78,7 +82,7 @@ def parse_sinfo(output: str) -> dict[str, Partition]:
         fields = line.split("|")
         if len(fields) != 8:
             raise ClusterQueryError(f"unexpected sinfo line: {line!r}")
-        _node, part, cpus, memory, gres, limit, avail, state = fields
+        node, part, cpus, memory, gres, limit, avail, state = fields
         default = part.endswith("*")
         name = part.rstrip("*")
         usable = not any(
@@ -87,6 +91,7 @@ def parse_sinfo(output: str) -> dict[str, Partition]:
         nodes.setdefault(name, []).append(
             (int(cpus.rstrip("+")), int(memory.rstrip("+")), parse_gpu_count(gres), usable)
         )
+        names.setdefault(name, {})[node.strip()] = None
         meta[name] = (default, avail.lower() == "up", parse_slurm_time(limit))
     partitions = {}
     for name, entries in nodes.items():
@@ -101,6 +106,7 @@ def parse_sinfo(output: str) -> dict[str, Partition]:
             max_gpus=max((e[2] for e in usable), default=0),
             max_walltime_minutes=walltime,
             usable_nodes=len(usable),
+            nodes=tuple(n for n in names[name] if n),
         )
     return partitions
 

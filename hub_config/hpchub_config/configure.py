@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 from . import api, audit, form
 from .settings import Settings
@@ -32,6 +33,16 @@ def configure(c, settings: Settings, settings_path: str) -> None:
     c.JupyterHub.concurrent_spawn_limit = hub.concurrent_spawn_limit
     c.JupyterHub.active_server_limit = hub.active_server_limit
     c.JupyterHub.template_paths = list(hub.template_paths)
+
+    # --- internal TLS: hub, proxy and notebook servers authenticate each other ---------
+    # JupyterHub's internal_ssl: mutual TLS with CAs per component (hub, proxy API, proxy
+    # client, notebooks, services), generated once in internal_tls_dir. A notebook
+    # server's certificate names the compute nodes it may run on, never the login node's
+    # loopback: a user's certificate cannot stand in for the hub's own listeners there.
+    c.JupyterHub.internal_ssl = True
+    c.JupyterHub.internal_certs_location = hub.internal_tls_dir
+    c.JupyterHub.trusted_alt_names = [f"DNS:{urlparse(hub.connect_url).hostname}"]
+    c.Spawner.ssl_alt_names_include_local = False
 
     # --- the proxy: its own systemd service, API on localhost -------------------------
     c.JupyterHub.proxy_class = PROXY
@@ -79,6 +90,7 @@ def configure(c, settings: Settings, settings_path: str) -> None:
         services.append(
             {
                 "name": "announcement",
+                # Plain HTTP on the loopback, on a port below 1024 that no user can bind.
                 "url": f"http://127.0.0.1:{announcement.port}",
                 "command": [
                     sys.executable,

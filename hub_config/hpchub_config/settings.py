@@ -43,8 +43,8 @@ SBATCH_OPTION_PATTERN = r"--[a-z][a-z-]*(=[A-Za-z0-9_.,:=@%+/-]+)?"
 ABSOLUTE_PATH_PATTERN = r"/[A-Za-z0-9_.,+@%/-]*"  # nothing a shell would interpret
 HOME_PATH_PATTERN = r"(?!/)(?!.*(^|/)\.\.(/|$))[A-Za-z0-9_.,+@%/-]+"  # inside the home
 URL_PATH_PATTERN = r"/[A-Za-z0-9_.,+@%/?=&-]*"
-HTTP_URL_PATTERN = r"https?://[A-Za-z0-9_.-]+(:\d{1,5})?/?"
-LOCALHOST_URL_PATTERN = r"http://(127\.0\.0\.1|localhost|\[::1\]):\d{1,5}/?"
+HTTPS_URL_PATTERN = r"https://[A-Za-z0-9_.-]+(:\d{1,5})?/?"
+LOCALHOST_URL_PATTERN = r"https://(127\.0\.0\.1|localhost|\[::1\]):\d{1,5}/?"
 PUBLIC_URL_PATTERN = r"(https://[^\s/]+(/\S*)?)?"
 # What each pattern means, for error messages and the docs.
 PATTERN_HINTS = {
@@ -55,8 +55,8 @@ PATTERN_HINTS = {
     HOME_PATH_PATTERN: "a relative path inside the home directory",
     SBATCH_OPTION_PATTERN: "a plain --option[=value]",
     URL_PATH_PATTERN: "a path from /",
-    HTTP_URL_PATTERN: "http(s)://host:port",
-    LOCALHOST_URL_PATTERN: "http://127.0.0.1:<port> (the proxy API must listen on localhost only)",
+    HTTPS_URL_PATTERN: "https://host:port (internal traffic is TLS)",
+    LOCALHOST_URL_PATTERN: "https://127.0.0.1:<port> (the proxy API listens on localhost only)",
     PUBLIC_URL_PATTERN: "https://host[/path] or empty",
 }
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -147,14 +147,20 @@ class HubSettings:
     """The hub process."""
 
     connect_url: str = setting(
-        doc="How compute nodes reach the hub API.",
-        render="http://{{ jupyterhub_connect_host }}:{{ jupyterhub_hub_port }}",
-        pattern=HTTP_URL_PATTERN,
+        doc="How compute nodes reach the hub API (mutual TLS).",
+        render="https://{{ jupyterhub_connect_host }}:{{ jupyterhub_hub_port }}",
+        pattern=HTTPS_URL_PATTERN,
     )
     bind_url: str = setting(
-        doc="Where the hub API listens.",
-        render="http://0.0.0.0:{{ jupyterhub_hub_port }}",
-        pattern=HTTP_URL_PATTERN,
+        doc="Where the hub API listens (mutual TLS).",
+        render="https://0.0.0.0:{{ jupyterhub_hub_port }}",
+        pattern=HTTPS_URL_PATTERN,
+    )
+    internal_tls_dir: str = setting(
+        doc="Internal TLS: the CAs and certificates of the hub, the proxy and the notebook "
+        "servers (JupyterHub internal_ssl), owned by the hub account.",
+        render="{{ __jupyterhub_internal_tls_dir }}",
+        pattern=ABSOLUTE_PATH_PATTERN,
     )
     cookie_secret_file: str = setting(
         doc="The hub's cookie secret (0600, generated once).",
@@ -211,8 +217,8 @@ class ProxySettings:
     """configurable-http-proxy, running as its own systemd service."""
 
     api_url: str = setting(
-        doc="The proxy's REST API (localhost only).",
-        render="http://127.0.0.1:{{ jupyterhub_proxy_api_port }}",
+        doc="The proxy's REST API (localhost only, mutual TLS).",
+        render="https://127.0.0.1:{{ jupyterhub_proxy_api_port }}",
         pattern=LOCALHOST_URL_PATTERN,
     )
     auth_token_file: str = setting(
@@ -342,10 +348,10 @@ class AnnouncementSettings:
         True, doc="Run the announcement service (banner on hub pages, page to post them)."
     )
     port: int = setting(
-        8888,
-        doc="Local port of the service (the proxy routes /services/announcement/ to it).",
+        888,
+        doc="Port of the service on 127.0.0.1, below 1024: no user can bind it when it is down.",
         minimum=1,
-        maximum=65535,
+        maximum=1023,
     )
     lifetime_days: float = setting(
         7.0, doc="Days an announcement stays in the queue.", minimum=0.01

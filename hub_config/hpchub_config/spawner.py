@@ -29,12 +29,16 @@ import asyncio
 import pwd
 import re
 import shlex
+import ssl
 import time
+import types
+from pathlib import Path
 
 from batchspawner import JobStatus, SlurmSpawner
 from batchspawner.batchspawner import format_template
+from jupyterhub.utils import make_ssl_context
 from tornado import web
-from traitlets import Float, Instance, Type, Unicode, default
+from traitlets import Dict, Float, Instance, Type, Unicode, default
 from wrapspawner import ProfilesSpawner, WrapSpawner
 
 from . import audit
@@ -91,15 +95,46 @@ if [ -n "${LMOD_CMD:-}" ]; then export LMOD_CMD; fi
 if [ -n "${MODULEPATH:-}" ]; then export MODULEPATH; fi
 # What the notebook server needs from the hub (its API token among them).
 {{exports}}
+{% if tls %}
+# Internal TLS: this server's key and certificate (issued by the hub for this spawn) and the
+# CAs it trusts, in a folder only the user can read, removed when the server exits.
+hpchub_umask=$(umask)
+umask 077
+hpchub_tls=$(mktemp -d "${TMPDIR:-/tmp}/hpchub-tls.XXXXXXXX")
+trap 'rm -rf "$hpchub_tls"' EXIT
+cat >"$hpchub_tls/server.key" <<'HPCHUB_TLS_END'
+{{tls.key}}
+HPCHUB_TLS_END
+cat >"$hpchub_tls/server.crt" <<'HPCHUB_TLS_END'
+{{tls.cert}}
+HPCHUB_TLS_END
+cat >"$hpchub_tls/trusted-ca.crt" <<'HPCHUB_TLS_END'
+{{tls.ca}}
+HPCHUB_TLS_END
+umask "$hpchub_umask"
+export JUPYTERHUB_SSL_KEYFILE="$hpchub_tls/server.key"
+export JUPYTERHUB_SSL_CERTFILE="$hpchub_tls/server.crt"
+export JUPYTERHUB_SSL_CLIENT_CA="$hpchub_tls/trusted-ca.crt"
+{% endif %}
 export PATH={{env_bin_q}}:"${PATH}"
 {{prologue}}
-exec {{cmd}}
+# The server runs as a child of this script, so that the folder above is removed when it
+# exits; Slurm's signals (scancel, walltime) reach it directly and through this trap.
+{{cmd}} &
+hpchub_server=$!
+trap 'kill -TERM "$hpchub_server" 2>/dev/null || true' TERM INT HUP
+hpchub_status=0
+wait "$hpchub_server" || hpchub_status=$?
+wait "$hpchub_server" 2>/dev/null || true
+exit "$hpchub_status"
 """
 
 # The hub's variables a notebook server reads (jupyterhub-singleuser, batchspawner's
 # wrapper): JUPYTERHUB_* and these.
 EXPORTED_PREFIX = "JUPYTERHUB_"
 EXPORTED_NAMES = ("HOME", "USER", "SHELL")
+# Set by the script's internal TLS block (paths on the compute node), not exported as is.
+TLS_ENV_NAMES = ("JUPYTERHUB_SSL_KEYFILE", "JUPYTERHUB_SSL_CERTFILE", "JUPYTERHUB_SSL_CLIENT_CA")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 JOB_ID = re.compile(r"[0-9]+")
 # The hub's own commands (sudo and the helper) get no environment from the hub.
@@ -122,6 +157,10 @@ class SpawnFailed(RuntimeError):
         self.jupyterhub_message = message
 
 
+class ForeignServer(SpawnFailed):
+    """The server's reported port answered with a certificate the hub did not issue for it."""
+
+
 class CommandInterrupted(RuntimeError):
     """A helper command killed by a signal (e.g. while the hub stops): no answer from Slurm."""
 
@@ -137,6 +176,9 @@ class SlurmNotebookSpawner(SlurmSpawner):
     job_check_interval = Float(
         2.0, help="While waiting for the server's port: seconds between job state checks"
     ).tag(config=True)
+    # Internal TLS: this spawn's key, certificate and trusted CAs (PEM texts), linked from the
+    # ProfilesSlurmSpawner that issued them (see its move_certs).
+    tls_files = Dict()
 
     batch_script = Unicode(BATCH_SCRIPT).tag(config=True)
     state_pending_re = Unicode(r"^(?:PENDING|CONFIGURING)\|").tag(config=True)
@@ -196,6 +238,8 @@ class SlurmNotebookSpawner(SlurmSpawner):
         for name, value in sorted(self.get_env().items()):
             if not (name.startswith(EXPORTED_PREFIX) or name in EXPORTED_NAMES):
                 continue
+            if name in TLS_ENV_NAMES:
+                continue
             if not ENV_NAME.fullmatch(name):
                 self.log.warning("%s: not exporting %r: not a variable name", self.user.name, name)
                 continue
@@ -212,7 +256,19 @@ class SlurmNotebookSpawner(SlurmSpawner):
         trusted = self.get_req_subvars()
         trusted["cmd"] = self.cmd_formatted_for_batch()
         trusted["exports"] = self.job_exports()
+        trusted["tls"] = self._script_tls()
         return format_template(self.batch_script, **trusted)
+
+    def _script_tls(self):
+        """The PEM texts the job writes to files (None without internal TLS)."""
+        if not self.internal_ssl:
+            return None
+        if not self.tls_files:
+            raise SpawnFailed("internal TLS is on but this server has no certificate")
+        for name in ("key", "cert", "ca"):
+            if "HPCHUB_TLS_END" in self.tls_files[name] or not self.tls_files[name].strip():
+                raise SpawnFailed(f"the internal TLS {name} file is not PEM text")
+        return types.SimpleNamespace(**{k: v.strip() for k, v in self.tls_files.items()})
 
     def check_account(self) -> None:
         """The uid floor, checked with the account database before every submission."""
@@ -344,16 +400,70 @@ class SlurmNotebookSpawner(SlurmSpawner):
         raise SpawnFailed(message)
 
     async def _accepts_connections(self) -> bool:
+        """Whether the server's port answers; with internal TLS, as this server.
+
+        Another user on the same compute node could hold the reported port (bound between
+        the report and the server's own bind) and answer with the certificate of their own
+        server: same CA, same node name. Only the certificate the hub issued for this spawn
+        counts; anything else fails the spawn before any route points at that port.
+        """
         if not self.port:
             return False
+        context = self._tls_client_context() if self.internal_ssl else None
         try:
             _reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.ip, self.port), timeout=2
+                asyncio.open_connection(
+                    self.ip,
+                    self.port,
+                    ssl=context,
+                    server_hostname=self.ip if context else None,
+                ),
+                timeout=5,
             )
+        except ssl.SSLError as e:
+            raise self._foreign(f"its TLS handshake failed ({e.reason or e})") from e
+        except ConnectionRefusedError:
+            return False  # nothing listens there yet
+        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as e:
+            if context is None:
+                return False
+            raise self._foreign(f"it dropped the TLS handshake ({type(e).__name__})") from e
         except (OSError, TimeoutError):
             return False
-        writer.close()
+        try:
+            if context is not None:
+                presented = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+                if presented != ssl.PEM_cert_to_DER_cert(self.tls_files["cert"]):
+                    raise self._foreign("it presented another server's certificate")
+        finally:
+            writer.close()
         return True
+
+    def _tls_client_context(self) -> ssl.SSLContext:
+        # The hub's own certificate (notebook servers require a client certificate) and
+        # every internal CA, like the hub's own client.
+        store = Path(self.internal_certs_location)
+        return make_ssl_context(
+            str(store / "hub-internal" / "hub-internal.key"),
+            str(store / "hub-internal" / "hub-internal.crt"),
+            cafile=self.internal_trust_bundles["hub-ca"],
+        )
+
+    def _foreign(self, what: str) -> ForeignServer:
+        message = (
+            f"The port {self.port} your notebook job {self.job_id} reported on {self.ip} is "
+            f"not answered by your server: {what}. Another process holds that port; the "
+            "job is cancelled and no traffic was sent there. Please start again."
+        )
+        self.log.warning("%s: %s", self.user.name, message)
+        audit.event(
+            "spawn_refused",
+            user=self.user.name,
+            server=self.name,
+            job_id=self.job_id,
+            reason=f"foreign listener on {self.ip}:{self.port}: {what}",
+        )
+        return ForeignServer(message)
 
     async def start(self):
         started = time.monotonic()
@@ -427,7 +537,7 @@ class SlurmNotebookSpawner(SlurmSpawner):
         start-up would be noticed minutes later.
         """
         last_check = time.monotonic()
-        while self.port == 0 or not await self._accepts_connections():
+        while self.port == 0 or not await self._accepts_port():
             await asyncio.sleep(self.startup_poll_interval)
             if time.monotonic() - last_check >= self.job_check_interval:
                 last_check = time.monotonic()
@@ -442,6 +552,14 @@ class SlurmNotebookSpawner(SlurmSpawner):
             self.port,
             time.monotonic() - started,
         )
+
+    async def _accepts_port(self) -> bool:
+        try:
+            return await self._accepts_connections()
+        except ForeignServer:
+            await self.cancel_batch_job()
+            self.clear_state()
+            raise
 
     async def progress(self):
         while True:
@@ -487,6 +605,42 @@ class ProfilesSlurmSpawner(ProfilesSpawner):
     @default("apply_user_options")
     def _default_apply_user_options(self):
         return ProfilesSlurmSpawner._apply_user_options_hook
+
+    # --- internal TLS: a certificate per spawn, carried to the job in its script ----------
+    tls_files = Dict(help="This spawn's internal TLS key, certificate and CAs (PEM texts)")
+
+    @default("ssl_alt_names")
+    def _default_ssl_alt_names(self):
+        return ProfilesSlurmSpawner._compute_node_names
+
+    @staticmethod
+    async def _compute_node_names(spawner) -> list[str]:
+        """The names the server's certificate carries: every node its job may land on."""
+        partitions = await spawner.cluster.partitions()
+        wanted = spawner.request.partition if spawner.request else ""
+        chosen = [p for p in partitions.values() if (p.name == wanted if wanted else p.default)]
+        nodes = sorted({n for p in (chosen or partitions.values()) for n in p.nodes})
+        if not nodes:
+            raise SpawnFailed("Slurm lists no compute node for this notebook job's partition")
+        return [f"DNS:{node}" for node in nodes]
+
+    async def move_certs(self, paths):
+        """Read this spawn's certificate files; the job script carries them to the node.
+
+        There is no shared place the user can read and other users cannot: the key goes
+        into the batch script, which Slurm shows only to the user, root and SlurmUser (as
+        the server's API token already does), and the job writes it to a 0700 folder.
+        """
+        self.tls_files = {
+            name: Path(paths[key]).read_text()
+            for name, key in (("key", "keyfile"), ("cert", "certfile"), ("ca", "cafile"))
+        }
+        # Where the job puts them (the script sets JUPYTERHUB_SSL_* itself).
+        return {
+            "keyfile": "$hpchub_tls/server.key",
+            "certfile": "$hpchub_tls/server.crt",
+            "cafile": "$hpchub_tls/trusted-ca.crt",
+        }
 
     @property
     def cluster(self):

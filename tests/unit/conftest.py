@@ -11,13 +11,14 @@ from traitlets.config import Config
 BASE_SETTINGS = {
     "hub": {
         "name": "testhub",
-        "connect_url": "http://login1:8081",
-        "bind_url": "http://0.0.0.0:8081",
+        "connect_url": "https://login1:881",
+        "bind_url": "https://0.0.0.0:881",
+        "internal_tls_dir": "/var/lib/jupyterhub/internal-tls",
         "cookie_secret_file": "/var/lib/jupyterhub/jupyterhub_cookie_secret",
         "admin_users": ["hubadmin"],
         "allowed_groups": ["hpcusers"],
     },
-    "proxy": {"api_url": "http://127.0.0.1:8001", "auth_token_file": "/nonexistent/set-by-test"},
+    "proxy": {"api_url": "https://127.0.0.1:801", "auth_token_file": "/nonexistent/set-by-test"},
     "spawner": {
         "notebook_env": "/opt/software/hpchub/jupyter",
         "profiles": [
@@ -66,6 +67,7 @@ def partitions():
             max_gpus=0,
             max_walltime_minutes=480,
             usable_nodes=2,
+            nodes=("c1", "c2"),
         ),
         "gpu": Partition(
             name="gpu",
@@ -76,6 +78,7 @@ def partitions():
             max_gpus=2,
             max_walltime_minutes=None,
             usable_nodes=1,
+            nodes=("g1",),
         ),
     }
 
@@ -88,9 +91,9 @@ def fake_user(name="alice"):
 
 def fake_hub():
     return types.SimpleNamespace(
-        api_url="http://login1:8081/hub/api",
+        api_url="https://login1:881/hub/api",
         base_url="/hub/",
-        url="http://login1:8081/hub/",
+        url="https://login1:881/hub/",
         public_host="",
     )
 

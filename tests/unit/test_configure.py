@@ -21,7 +21,7 @@ def test_hub_keeps_servers_and_uses_the_external_proxy(config):
     assert config.ConfigurableHTTPProxy.should_start is False
     assert config.ConfigurableHTTPProxy.auth_token == "proxy-secret"
     assert config.JupyterHub.proxy_class == "hpchub_config.proxy.WatchedProxy"
-    assert config.JupyterHub.hub_connect_url == "http://login1:8081"
+    assert config.JupyterHub.hub_connect_url == "https://login1:881"
     assert config.JupyterHub.db_url == "sqlite:////var/lib/jupyterhub/jupyterhub.sqlite"
 
 
@@ -69,7 +69,7 @@ def test_services_get_minimal_scopes(config):
     services = {s["name"]: s for s in config.JupyterHub.services}
     assert set(services) == {"announcement", "idle-culler"}
     assert "hpchub_config.announcements" in services["announcement"]["command"]
-    assert services["announcement"]["url"] == "http://127.0.0.1:8888"
+    assert services["announcement"]["url"] == "http://127.0.0.1:888"
     (role,) = config.JupyterHub.load_roles
     assert role["services"] == ["idle-culler"]
     assert sorted(role["scopes"]) == sorted(

@@ -244,7 +244,7 @@ def test_example_inventory_renders_settings_that_hub_config_accepts(tmp_path):
 
     settings = settings_from_dict(data, "inventories/example")  # raises, naming the key
 
-    assert settings.hub.connect_url == "http://login1.example.org:8081"
+    assert settings.hub.connect_url == "https://login1.example.org:881"
     assert settings.hub.public_url == "https://jupyter.example.org/"
     assert settings.spawner.notebook_env == "/sw/jupyter/hpchub"
     assert [p.key for p in settings.spawner.profiles] == ["interactive", "interactive-large", "gpu"]

@@ -20,7 +20,7 @@ def test_valid_settings_load_with_defaults(settings_data):
     assert settings.hub.min_uid == 1000
     assert [p.key for p in settings.spawner.profiles] == ["small", "medium"]
     assert settings.spawner.profiles[0].walltime_hours == 1.0
-    assert settings.proxy.api_url == "http://127.0.0.1:8001"
+    assert settings.proxy.api_url == "https://127.0.0.1:801"
     assert settings.announcement.seed[0].message == "Maintenance on Monday"
 
 
@@ -75,7 +75,7 @@ def test_duplicate_profile_keys_and_bad_values(settings_data):
 
 
 def test_proxy_api_must_stay_on_localhost(settings_data):
-    settings_data["proxy"]["api_url"] = "http://0.0.0.0:8001"
+    settings_data["proxy"]["api_url"] = "https://0.0.0.0:801"
     assert "localhost" in problems_of(settings_data)["proxy.api_url"]
 
 

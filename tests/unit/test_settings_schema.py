@@ -69,7 +69,7 @@ def test_inventory_values_are_checked_with_the_schema_rules_naming_the_variable(
     assert "jupyterhub_poll_interval: must be at least 1, got 0" in text
     assert "jupyterhub_log_level: must be one of DEBUG" in text
     assert "jupyterhub_profiles[1].cores: must be an integer, got 'two'" in text
-    assert "jupyterhub_announcement_port: must be at most 65535" in text
+    assert "jupyterhub_announcement_port: must be at most 1023" in text
     assert "jupyterhub_slurm_bin_dir: must be an absolute path of letters" in text
     assert len(problems) == 5
 

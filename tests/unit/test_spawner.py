@@ -74,7 +74,7 @@ def test_batch_script_has_the_validated_resources(wrapper):
         "log_dir=/home/alice/.hpchub/logs",
         "#SBATCH --export=NONE",
         "#SBATCH --chdir=/home/alice",
-        "exec /opt/env/bin/batchspawner-singleuser /opt/env/bin/jupyterhub-singleuser",
+        "/opt/env/bin/batchspawner-singleuser /opt/env/bin/jupyterhub-singleuser &",
     ]:
         assert line in script
     assert "#SBATCH --output=/dev/null" in script
