@@ -12,9 +12,16 @@ from .topology import LOGIN
 pytestmark = pytest.mark.testbed
 
 
+# The hub API speaks mutual TLS only: probe it as the proxy would (its client certificate,
+# the hub's CA), as root on the login node.
+TLS_DIR = "/var/lib/jupyterhub/internal-tls"
 HUB_API_PROBE = (
-    "python3 -c \"import urllib.request as u; print(u.urlopen('http://127.0.0.1:8081/hub/api/',"
-    ' timeout=3).status)" 2>/dev/null || true'
+    "python3 -c \"import ssl, urllib.request as u; "
+    f"c = ssl.create_default_context(cafile='{TLS_DIR}/hub-ca/hub-ca.crt'); "
+    f"c.load_cert_chain('{TLS_DIR}/proxy-client/proxy-client.crt', "
+    f"'{TLS_DIR}/proxy-client/proxy-client.key'); "
+    "print(u.urlopen('https://127.0.0.1:881/hub/api/', timeout=3, context=c).status)\" "
+    "2>/dev/null || true"
 )
 
 

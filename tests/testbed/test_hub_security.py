@@ -338,9 +338,9 @@ def test_secrets_are_0600_and_owned_by_the_hub():
 def test_proxy_api_listens_on_localhost_only():
     sockets = node_exec(LOGIN, "ss -ltnH")
     listeners = {line.split()[3] for line in sockets.splitlines()}
-    assert "127.0.0.1:8001" in listeners
+    assert "127.0.0.1:801" in listeners
     assert not any(
-        addr.endswith(":8001") and not addr.startswith("127.0.0.1") for addr in listeners
+        addr.endswith(":801") and not addr.startswith("127.0.0.1") for addr in listeners
     )
 
 

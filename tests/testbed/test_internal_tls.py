@@ -1,0 +1,192 @@
+"""A shared login node and shared compute nodes: ordinary users attack the hub's internal traffic.
+
+Every attack runs as an ordinary cluster user (alice or bob) with a shell on a node, never as
+root; root only restarts services and reads which port a server listens on, as an admin would.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import threading
+import time
+
+import pytest
+
+from .hubclient import node_exec, slurm_jobs
+from .test_hub_restarts import TLS_DIR, wait_hub_api
+from .topology import LOGIN
+
+pytestmark = pytest.mark.testbed
+
+# Binds PORT on ADDRESS over and over for SECONDS (as a squatter would while the service that
+# owns it restarts), accepts whatever connects and records what it receives. Prints a JSON
+# summary: how often the kernel refused the bind, how often it succeeded, the bytes received.
+SQUATTER = r"""
+import errno, json, socket, sys, time
+port, address, seconds = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+result = {"refused": 0, "in_use": 0, "bound": 0, "received": ""}
+deadline = time.monotonic() + seconds
+while time.monotonic() < deadline:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((address, port))
+    except PermissionError:
+        result["refused"] += 1
+    except OSError as e:
+        result["in_use" if e.errno == errno.EADDRINUSE else "other"] = str(e)
+    else:
+        result["bound"] += 1
+        s.listen(16)
+        s.settimeout(0.2)
+        try:
+            conn, _ = s.accept()
+            conn.settimeout(1)
+            result["received"] += conn.recv(65536).decode("latin-1")
+            conn.close()
+        except OSError:
+            pass
+    s.close()
+    time.sleep(0.02)
+print(json.dumps(result))
+"""
+
+# A TLS client without a certificate (or with the one given), as any user could run it.
+TLS_CLIENT = r"""
+import socket, ssl, sys
+host, port = sys.argv[1], int(sys.argv[2])
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+context.check_hostname = False
+context.verify_mode = ssl.CERT_NONE
+if len(sys.argv) > 3:
+    context.load_cert_chain(sys.argv[3], sys.argv[4])
+try:
+    with socket.create_connection((host, port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname=host) as tls:
+            tls.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            answer = tls.recv(200)
+    print("ANSWERED " + answer.decode("latin-1") if answer else "CLOSED")
+except (ssl.SSLError, OSError) as e:
+    print(f"REFUSED {type(e).__name__}: {e}")
+"""
+
+PLAIN_CLIENT = r"""
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+try:
+    with socket.create_connection((host, port), timeout=5) as s:
+        s.sendall(f"GET /hub/api/ HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        s.settimeout(5)
+        print("ANSWERED " + s.recv(200).decode("latin-1"))
+except OSError as e:
+    print(f"REFUSED {type(e).__name__}: {e}")
+"""
+
+
+def run_python(node: str, source: str, *args: str, user: str) -> str:
+    argv = " ".join(shlex.quote(a) for a in args)
+    return node_exec(node, f"python3 -c {shlex.quote(source)} {argv}", user=user).strip()
+
+
+def squat_during(restart: str, ports: list[tuple[int, str]], seconds: float = 8.0) -> list[dict]:
+    """alice squats the ports while root runs `restart`; what each squatter saw."""
+    results: list[dict] = [{} for _ in ports]
+
+    def squat(i: int, port: int, address: str) -> None:
+        out = run_python(LOGIN, SQUATTER, str(port), address, str(seconds), user="alice")
+        results[i] = json.loads(out)
+
+    threads = [
+        threading.Thread(target=squat, args=(i, port, address))
+        for i, (port, address) in enumerate(ports)
+    ]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    node_exec(LOGIN, restart)
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+def test_the_kernel_refuses_users_the_internal_ports_while_services_restart(alice, alice_server):
+    # Proxy restart: its API port is free until the new proxy binds it.
+    (proxy_api,) = squat_during("systemctl restart jupyterhub-proxy", [(801, "127.0.0.1")])
+    wait_hub_api()
+    # Hub restart: the hub API and the announcement service (a hub-managed service).
+    hub_api, announcement = squat_during(
+        "systemctl restart jupyterhub", [(881, "0.0.0.0"), (888, "127.0.0.1")]
+    )
+    wait_hub_api()
+    for name, seen in (("proxy API", proxy_api), ("hub API", hub_api), ("announce", announcement)):
+        assert seen["refused"] > 10, (name, seen)  # it really tried, all along
+        assert seen["bound"] == 0 and seen["received"] == "", (name, seen)
+    # Everything came back and the running server is still reachable through the proxy.
+    alice.wait_reachable(timeout=60)
+    assert alice.server_api("GET", "api/status").status_code == 200
+    assert node_exec(LOGIN, "ss -ltnH '( sport = :888 )'").split()[3] == "127.0.0.1:888"
+
+
+def test_the_hub_api_speaks_only_mutual_tls(alice, alice_server):
+    node = alice_server["job"].node
+    # From the compute node, as an ordinary user: no client certificate, no hub.
+    no_cert = run_python(node, TLS_CLIENT, LOGIN, "881", user="alice")
+    assert no_cert.startswith(("REFUSED", "CLOSED")), no_cert
+    plain = run_python(node, PLAIN_CLIENT, LOGIN, "881", user="alice")
+    assert "200 OK" not in plain and "jupyterhub" not in plain.lower(), plain
+    # The proxy API on the login node: no certificate of the hub's CA, no API.
+    no_cert = run_python(LOGIN, TLS_CLIENT, "127.0.0.1", "801", user="bob")
+    assert no_cert.startswith(("REFUSED", "CLOSED")), no_cert
+
+
+def alice_server_port(node: str) -> str:
+    """The port alice's notebook server listens on (root reads it, as an admin would)."""
+    find = (
+        "import os, re, subprocess, pwd\n"
+        "uid = pwd.getpwnam('alice').pw_uid\n"
+        "for line in subprocess.check_output(['ss', '-ltnpH']).decode().splitlines():\n"
+        "    m = re.search(r':(\\d+)\\s.*pid=(\\d+)', line)\n"
+        "    if m and os.stat(f'/proc/{m[2]}').st_uid == uid:\n"
+        "        print(m[1])\n"
+    )
+    ports = node_exec(node, f"python3 -c {shlex.quote(find)}").split()
+    assert len(ports) == 1, ports
+    return ports[0]
+
+
+def test_a_users_server_accepts_only_the_hub_and_the_proxy(no_server, alice, bob):
+    alice.start_server({"profile": "small"})
+    bob.start_server({"profile": "small"})
+    (alice_job,) = slurm_jobs("alice")
+    (bob_job,) = slurm_jobs("bob")
+    port = alice_server_port(alice_job.node)
+    # alice's key never left her: a 0600 file in a 0700 folder on her node.
+    folder = node_exec(alice_job.node, "ls -d /tmp/hpchub-tls.*", user="alice").split()
+    assert len(folder) == 1
+    modes = node_exec(alice_job.node, f"stat -c '%a %U' {folder[0]} {folder[0]}/server.key")
+    assert modes.split("\n")[:2] == ["700 alice", "600 alice"], modes
+    # bob, with no certificate, then with his own server's (same CA, valid for the node).
+    no_cert = run_python(bob_job.node, TLS_CLIENT, alice_job.node, port, user="bob")
+    assert no_cert.startswith(("REFUSED", "CLOSED")), no_cert
+    (bob_folder,) = node_exec(bob_job.node, "ls -d /tmp/hpchub-tls.*", user="bob").split()
+    with_cert = run_python(
+        bob_job.node,
+        TLS_CLIENT,
+        alice_job.node,
+        port,
+        f"{bob_folder}/server.crt",
+        f"{bob_folder}/server.key",
+        user="bob",
+    )
+    assert with_cert.startswith(("REFUSED", "CLOSED")), with_cert
+    # ... while the proxy still reaches it.
+    alice.wait_reachable(timeout=60)
+    assert alice.server_api("GET", "api/status").status_code == 200
+
+
+def test_internal_keys_belong_to_the_hub_account_only():
+    listing = node_exec(LOGIN, f"stat -c '%a %U' {TLS_DIR} {TLS_DIR}/notebooks-ca/notebooks-ca.key")
+    assert listing.split("\n")[:2] == ["700 jupyterhub", "600 jupyterhub"], listing
+    refused = node_exec(LOGIN, f"cat {TLS_DIR}/hub-ca/hub-ca.key", user="alice", check=False)
+    assert "PRIVATE KEY" not in refused
