@@ -16,7 +16,7 @@ pytestmark = pytest.mark.testbed
 # the hub's CA), as root on the login node.
 TLS_DIR = "/var/lib/jupyterhub/internal-tls"
 HUB_API_PROBE = (
-    "python3 -c \"import ssl, urllib.request as u; "
+    'python3 -c "import ssl, urllib.request as u; '
     f"c = ssl.create_default_context(cafile='{TLS_DIR}/hub-ca/hub-ca.crt'); "
     f"c.load_cert_chain('{TLS_DIR}/proxy-client/proxy-client.crt', "
     f"'{TLS_DIR}/proxy-client/proxy-client.key'); "

@@ -339,9 +339,7 @@ def test_proxy_api_listens_on_localhost_only():
     sockets = node_exec(LOGIN, "ss -ltnH")
     listeners = {line.split()[3] for line in sockets.splitlines()}
     assert "127.0.0.1:801" in listeners
-    assert not any(
-        addr.endswith(":801") and not addr.startswith("127.0.0.1") for addr in listeners
-    )
+    assert not any(addr.endswith(":801") and not addr.startswith("127.0.0.1") for addr in listeners)
 
 
 def test_hub_serves_https_only_with_its_certificate(access):

@@ -116,7 +116,8 @@ def test_the_kernel_refuses_users_the_internal_ports_while_services_restart(alic
     wait_hub_api()
     # Hub restart: the hub API and the announcement service (a hub-managed service).
     hub_api, announcement = squat_during(
-        "systemctl restart jupyterhub", [(881, "0.0.0.0"), (888, "127.0.0.1")]
+        "systemctl restart jupyterhub",
+        [(881, "0.0.0.0"), (888, "127.0.0.1")],  # noqa: S104
     )
     wait_hub_api()
     for name, seen in (("proxy API", proxy_api), ("hub API", hub_api), ("announce", announcement)):
