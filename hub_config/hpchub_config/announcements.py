@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", default=DEFAULT_SETTINGS_PATH)
     args = parser.parse_args(argv)
-    settings = load_settings(args.settings).announcement
+    all_settings = load_settings(args.settings)
+    settings = all_settings.announcement
     if settings is None:
         parser.error(f"{args.settings} has no announcement section")
 
@@ -80,6 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     # bind: the proxy reaches it there. The hub's internal TLS certificate (JUPYTERHUB_SSL_*
     # in its environment) serves its own calls to the hub API, not its listener.
     config.SSLContext.certfile = ""
+    # With per-user origins hub pages read the latest announcement across origins.
+    config.AnnouncementService.allow_origin = bool(all_settings.hub.subdomain_host)
     service = AnnouncementService(config=config)
     service.initialize([])
     record_posts(service.queue)

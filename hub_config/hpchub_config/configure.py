@@ -25,6 +25,10 @@ def configure(c, settings: Settings, settings_path: str) -> None:
     c.JupyterHub.hub_connect_url = hub.connect_url
     if hub.public_url:
         c.JupyterHub.public_url = hub.public_url
+    # Per-user origins: a user's server (its HTML and JavaScript) is served from its own
+    # host name, so its pages cannot script the hub's (the proxy routes by host name).
+    if hub.subdomain_host:
+        c.JupyterHub.subdomain_host = hub.subdomain_host
     c.JupyterHub.db_url = hub.db_url or f"sqlite:///{hub.state_dir}/jupyterhub.sqlite"
     c.JupyterHub.cookie_secret_file = hub.cookie_secret_file
     c.JupyterHub.pid_file = ""
@@ -106,6 +110,11 @@ def configure(c, settings: Settings, settings_path: str) -> None:
             }
         )
         c.JupyterHub.template_paths = [*c.JupyterHub.template_paths, TEMPLATES]
+        # Where hub pages fetch the banner from: with per-user origins the service has its
+        # own host name (announcement--service.<hub domain>) and allows reads from the hub.
+        c.JupyterHub.template_vars = {
+            "hpchub_announcement_url": announcement_url(hub.subdomain_host)
+        }
     culler = settings.idle_culler
     if culler.enabled:
         services.append(
@@ -135,3 +144,17 @@ def configure(c, settings: Settings, settings_path: str) -> None:
     # JupyterHub >= 5.2 passes no environment to spawners; the Slurm helper uses absolute
     # paths and the job builds its own environment (see spawner.BATCH_SCRIPT).
     c.Spawner.env_keep = ["LANG"] if "LANG" in os.environ else []
+
+
+def announcement_url(subdomain_host: str) -> str:
+    """The public URL of the announcement service's latest message ("" = relative)."""
+    path = "/services/announcement/latest"
+    if not subdomain_host:
+        return ""  # the page uses its own prefix
+    parsed = urlparse(subdomain_host)
+    port = f":{parsed.port}" if parsed.port else ""
+    # JupyterHub's default subdomain hook names it (announcement--service.<hub domain>).
+    from jupyterhub.utils import subdomain_hook_idna
+
+    host = subdomain_hook_idna("announcement", parsed.hostname, "service")
+    return f"{parsed.scheme}://{host}{port}{path}"

@@ -46,6 +46,7 @@ URL_PATH_PATTERN = r"/[A-Za-z0-9_.,+@%/?=&-]*"
 HTTPS_URL_PATTERN = r"https://[A-Za-z0-9_.-]+(:\d{1,5})?/?"
 LOCALHOST_URL_PATTERN = r"https://(127\.0\.0\.1|localhost|\[::1\]):\d{1,5}/?"
 PUBLIC_URL_PATTERN = r"(https://[^\s/]+(/\S*)?)?"
+SUBDOMAIN_HOST_PATTERN = r"(https://[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+(:\d{1,5})?)?"
 # What each pattern means, for error messages and the docs.
 PATTERN_HINTS = {
     NAME_PATTERN: "a name of letters, digits, _ . - (at most 64, no leading punctuation)",
@@ -58,6 +59,7 @@ PATTERN_HINTS = {
     HTTPS_URL_PATTERN: "https://host:port (internal traffic is TLS)",
     LOCALHOST_URL_PATTERN: "https://127.0.0.1:<port> (the proxy API listens on localhost only)",
     PUBLIC_URL_PATTERN: "https://host[/path] or empty",
+    SUBDOMAIN_HOST_PATTERN: "https://hub.domain[:port] (lower case, no path) or empty",
 }
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -176,6 +178,12 @@ class HubSettings:
         "",
         doc='The URL users open, e.g. https://jupyter.example.org/; "" = not set.',
         pattern=PUBLIC_URL_PATTERN,
+    )
+    subdomain_host: str = setting(
+        "",
+        doc="Per-user origins: https://hub.example.org serves user NAME at NAME.hub.example.org "
+        '(wildcard DNS, certificate); "" = one origin.',
+        pattern=SUBDOMAIN_HOST_PATTERN,
     )
     state_dir: str = setting(
         "/var/lib/jupyterhub",

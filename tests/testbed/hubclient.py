@@ -1,14 +1,19 @@
 """A small client for the testbed hub, used by the end-to-end tests and the benchmarks.
 
-It talks to the hub only through its public URL (https://127.0.0.1:<port>), as a user
+It talks to the hub only through its public URL (https://hub.localhost:<port>), as a user
 would: the login form, the REST API with the user's own token, JupyterLab behind the
-proxy, kernels over websockets. Slurm and node state are read with `docker exec`.
+proxy at the user's own origin (https://NAME.hub.localhost:<port>), kernels over
+websockets. Slurm and node state are read with `docker exec`.
+
+Browsers resolve every `*.localhost` name to the loopback (RFC 6761); this process does the
+same for itself (the host's resolver may not), so the testbed needs no DNS or /etc/hosts.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import socket
 import ssl
 import subprocess
 import time
@@ -22,6 +27,32 @@ import websocket
 from .topology import LOGIN, REPO, container
 
 ACCESS_FILE = REPO / ".testbed" / "access.json"
+
+_system_getaddrinfo = socket.getaddrinfo
+
+
+def _getaddrinfo(host, *args, **kwargs):
+    # *.localhost is the loopback (RFC 6761), as in browsers; TLS still checks the name.
+    if isinstance(host, str) and (host == "localhost" or host.endswith(".localhost")):
+        host = "127.0.0.1"
+    return _system_getaddrinfo(host, *args, **kwargs)
+
+
+socket.getaddrinfo = _getaddrinfo
+
+
+def user_origin(access: dict, name: str) -> str:
+    """Where a user's server is served: its own origin with per-user subdomains."""
+    subdomain_host = access.get("subdomain_host") or ""
+    if not subdomain_host:
+        return access["hub_url"].rstrip("/")
+    scheme, rest = subdomain_host.split("://", 1)
+    return f"{scheme}://{name}.{rest.rstrip('/')}"
+
+
+def service_origin(access: dict, name: str) -> str:
+    """Where a hub service is served (NAME--service.<hub domain> with per-user subdomains)."""
+    return user_origin(access, f"{name}--service")
 
 
 def load_access(path: Path = ACCESS_FILE) -> dict:
@@ -70,6 +101,8 @@ class HubUser:
 
     def __init__(self, access: dict, name: str, password: str):
         self.base = access["hub_url"].rstrip("/")
+        self.server_base = user_origin(access, name)
+        self.access = access
         self.ca = access["ca_cert"]
         self.name = name
         self.password = password
@@ -79,6 +112,10 @@ class HubUser:
         self.session.trust_env = False
         self.session.verify = self.ca
         self.token: str | None = None
+
+    def service(self, name: str) -> str:
+        """A hub service's base URL, e.g. .../services/announcement."""
+        return f"{service_origin(self.access, name)}/services/{name}"
 
     # --- the login form and the user's own token -----------------------------------
     def login(self, password: str | None = None) -> requests.Response:
@@ -177,7 +214,7 @@ class HubUser:
     def server_api(self, method: str, path: str, **kwargs) -> requests.Response:
         return self.session.request(
             method,
-            f"{self.base}/user/{self.name}/{path.lstrip('/')}",
+            f"{self.server_base}/user/{self.name}/{path.lstrip('/')}",
             headers={**self.auth, **kwargs.pop("headers", {})},
             verify=self.ca,
             timeout=kwargs.pop("timeout", 60),
@@ -207,7 +244,7 @@ class HubUser:
             self.server_api("DELETE", f"api/kernels/{kernel_id}")
 
     def _execute(self, kernel_id: str, code: str, timeout: float) -> str:
-        url = self.base.replace("https://", "wss://") + (
+        url = self.server_base.replace("https://", "wss://") + (
             f"/user/{self.name}/api/kernels/{kernel_id}/channels"
         )
         ws = websocket.create_connection(

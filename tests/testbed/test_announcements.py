@@ -18,24 +18,24 @@ SEEDED = "Testbed maintenance window: Sundays 02:00-04:00 UTC."
 
 
 def latest(user: HubUser) -> str:
-    response = user.session.get(f"{user.base}/services/announcement/latest", timeout=30)
+    response = user.session.get(f"{user.service('announcement')}/latest", timeout=30)
     assert response.status_code == 200
     return response.json()["announcement"]
 
 
 def all_announcements(user: HubUser) -> list[str]:
-    response = user.session.get(f"{user.base}/services/announcement/list?limit=50", timeout=30)
+    response = user.session.get(f"{user.service('announcement')}/list?limit=50", timeout=30)
     return [a["announcement"] for a in response.json()]
 
 
 def post_announcement(user: HubUser, text: str):
     """Use the service's admin page as a person would: open it (OAuth), submit its form."""
-    page = user.session.get(f"{user.base}/services/announcement/", timeout=30)
+    page = user.session.get(f"{user.service('announcement')}/", timeout=30)
     if page.status_code != 200:
         return page
     xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
     return user.session.post(
-        f"{user.base}/services/announcement/update",
+        f"{user.service('announcement')}/update",
         data={"announcement": text, "_xsrf": xsrf},
         timeout=30,
     )

@@ -28,6 +28,8 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # Chromium resolves *.localhost to the loopback itself; say so explicitly anyway.
+    "--host-resolver-rules=MAP *.localhost 127.0.0.1",
 ]
 
 

@@ -67,8 +67,12 @@ def test_port_api_refuses_tokens_that_are_not_a_servers_token(alice, alice_serve
 
 
 def test_user_cannot_reach_another_users_server(alice, bob, alice_server):
+    # At alice's own origin (per-user subdomains), with bob's token.
     response = bob.session.get(
-        f"{bob.base}/user/alice/api/status", headers=bob.auth, allow_redirects=False, timeout=30
+        f"{alice.server_base}/user/alice/api/status",
+        headers=bob.auth,
+        allow_redirects=False,
+        timeout=30,
     )
     assert response.status_code in (302, 403)
     if response.status_code == 302:

@@ -152,3 +152,50 @@ def test_requests_go_through_the_audit_log(config):
     from hpchub_config import audit
 
     assert config.JupyterHub.tornado_settings["log_function"] is audit.log_request
+
+
+def test_internal_traffic_is_mutual_tls_and_user_certificates_name_no_local_host(config):
+    assert config.JupyterHub.internal_ssl is True
+    assert config.JupyterHub.internal_certs_location == "/var/lib/jupyterhub/internal-tls"
+    # The hub's certificate names the host the compute nodes connect to.
+    assert config.JupyterHub.trusted_alt_names == ["DNS:login1"]
+    # A user's server certificate never names localhost/127.0.0.1 (the login node's listeners).
+    assert config.Spawner.ssl_alt_names_include_local is False
+    assert config.ConfigurableHTTPProxy.api_url == "https://127.0.0.1:801"
+
+
+def test_one_origin_unless_subdomain_host_is_set(config):
+    assert "subdomain_host" not in config.JupyterHub
+    assert config.JupyterHub.template_vars == {"hpchub_announcement_url": ""}
+
+
+def test_per_user_origins_and_the_announcement_at_its_own_host(tmp_path, settings_data):
+    token = tmp_path / "proxy_auth_token"
+    token.write_text("proxy-secret\n")
+    settings_data["proxy"]["auth_token_file"] = str(token)
+    settings_data["hub"]["subdomain_host"] = "https://hub.example.org:8443"
+    c = Config()
+    configure(c, settings_from_dict(settings_data), "/etc/jupyterhub/hpchub.yaml")
+    assert c.JupyterHub.subdomain_host == "https://hub.example.org:8443"
+    assert c.JupyterHub.template_vars["hpchub_announcement_url"] == (
+        "https://announcement--service.hub.example.org:8443/services/announcement/latest"
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "https://hub.example.org/",  # a path: the hub's base URL is not the domain
+        "https://hub.example.org/jupyter",
+        "http://hub.example.org",  # plain HTTP
+        "https://Hub.Example.org",  # host names are compared lower case by the proxy
+        "https://localhost",  # no domain to put user names under
+        "https://hub.example.org\n",
+    ],
+)
+def test_subdomain_host_must_be_an_https_domain_without_path(settings_data, value):
+    from hpchub_config.settings import SettingsError
+
+    settings_data["hub"]["subdomain_host"] = value
+    with pytest.raises(SettingsError, match="hub.subdomain_host"):
+        settings_from_dict(settings_data)
