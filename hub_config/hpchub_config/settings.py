@@ -46,7 +46,9 @@ URL_PATH_PATTERN = r"/[A-Za-z0-9_.,+@%/?=&-]*"
 HTTPS_URL_PATTERN = r"https://[A-Za-z0-9_.-]+(:\d{1,5})?/?"
 LOCALHOST_URL_PATTERN = r"https://(127\.0\.0\.1|localhost|\[::1\]):\d{1,5}/?"
 PUBLIC_URL_PATTERN = r"(https://[^\s/]+(/\S*)?)?"
-SUBDOMAIN_HOST_PATTERN = r"(https://[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+(:\d{1,5})?)?"
+SUBDOMAIN_HOST_PATTERN = (
+    r"(https://[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+(:\d{1,5})?)?"
+)
 # What each pattern means, for error messages and the docs.
 PATTERN_HINTS = {
     NAME_PATTERN: "a name of letters, digits, _ . - (at most 64, no leading punctuation)",
