@@ -6,6 +6,7 @@ Screenshots land in .testbed/screenshots/ for people to look at.
 
 from __future__ import annotations
 
+import json
 import shutil
 import uuid
 from pathlib import Path
@@ -93,3 +94,65 @@ def test_researcher_logs_in_sees_the_banner_and_starts_jupyterlab(
 
     (job,) = slurm_jobs("bob")
     assert job.name == "jupyter-testbed-small" and job.node in COMPUTE_NODES
+
+
+# alice's page: as whoever opens it, try to act on the hub (create a token, read the token
+# page with its xsrf token, see the hub's cookies). The outcome goes into the page title.
+EVIL_PAGE = """<!doctype html><html><head><title>loading</title></head><body><script>
+(async () => {
+  const hub = HUB, out = {};
+  try {
+    const r = await fetch(hub + "/hub/api/users/" + VICTIM + "/tokens", {
+      method: "POST", credentials: "include",
+      headers: {"Content-Type": "application/json"}, body: JSON.stringify({note: "stolen"})});
+    out.create = r.status + " " + (await r.text()).slice(0, 80);
+  } catch (e) { out.create = "blocked: " + e.name; }
+  try {
+    const r = await fetch(hub + "/hub/token", {credentials: "include"});
+    out.read = r.status + " " + (await r.text()).slice(0, 2000);
+  } catch (e) { out.read = "blocked: " + e.name; }
+  out.cookies = document.cookie;
+  out.origin = location.origin;
+  document.title = "DONE " + JSON.stringify(out);
+})();
+</script></body></html>"""
+
+
+def test_a_users_page_cannot_act_on_the_hub_as_the_admin_who_opens_it(
+    page, access, admin, alice, alice_server
+):
+    hub = access["hub_url"].rstrip("/")
+    html = EVIL_PAGE.replace("HUB", json.dumps(hub)).replace("VICTIM", json.dumps(admin.name))
+    saved = alice.server_api(
+        "PUT",
+        "api/contents/hpchub-evil.html",
+        json={"type": "file", "format": "text", "content": html},
+    )
+    assert saved.status_code in (200, 201), saved.text
+    tokens_before = {
+        t["id"] for t in admin.api("GET", f"/users/{admin.name}/tokens").json()["api_tokens"]
+    }
+
+    page.goto(f"{hub}/hub/login")
+    page.fill("#username_input", admin.name)
+    page.fill("#password_input", access["admin"]["password"])
+    page.click("#login_submit")
+    page.wait_for_url("**/hub/**", timeout=30_000)
+    page.goto(f"{alice.server_base}/user/alice/files/hpchub-evil.html")
+    # JupyterHub asks the admin to authorize access to another user's server.
+    authorize = page.locator("input[type=submit][value=Authorize], button:has-text('Authorize')")
+    if authorize.count():
+        authorize.first.click()
+    page.wait_for_function("document.title.startsWith('DONE ')", timeout=60_000)
+    shot(page, "user-page-attack")
+    outcome = json.loads(page.title()[len("DONE ") :])
+
+    # The page ran, at alice's own origin, not the hub's.
+    assert outcome["origin"] == alice.server_base, outcome
+    assert not outcome["create"].startswith(("200", "201")), outcome
+    assert "token" not in outcome["read"].lower() or outcome["read"].startswith("blocked"), outcome
+    assert "_xsrf" not in outcome["read"] and "jupyterhub-session-id" not in outcome["cookies"]
+    tokens_after = {
+        t["id"] for t in admin.api("GET", f"/users/{admin.name}/tokens").json()["api_tokens"]
+    }
+    assert tokens_after == tokens_before
