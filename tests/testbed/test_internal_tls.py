@@ -7,6 +7,7 @@ root; root only restarts services and reads which port a server listens on, as a
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import threading
 import time
@@ -191,3 +192,118 @@ def test_internal_keys_belong_to_the_hub_account_only():
     assert listing.split("\n")[:2] == ["700 jupyterhub", "600 jupyterhub"], listing
     refused = node_exec(LOGIN, f"cat {TLS_DIR}/hub-ca/hub-ca.key", user="alice", check=False)
     assert "PRIVATE KEY" not in refused
+
+
+# bob's listener on the port alice's job reported, answering TLS with bob's own (valid) server
+# certificate; it records every connection and what was sent to it.
+IMPOSTOR = r"""
+import json, socket, ssl, sys, time
+port, crt, key, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+seconds = float(sys.argv[5])
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(crt, key)
+s = socket.socket()
+s.bind(("0.0.0.0", port))
+s.listen(16)
+s.settimeout(0.5)
+seen = {"bound": True, "connections": 0, "received": ""}
+deadline = time.monotonic() + seconds
+while time.monotonic() < deadline:
+    try:
+        conn, _ = s.accept()
+    except socket.timeout:
+        continue
+    seen["connections"] += 1
+    try:
+        tls = context.wrap_socket(conn, server_side=True)
+        tls.settimeout(2)
+        seen["received"] += tls.recv(65536).decode("latin-1")
+        tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nbob-squatter!")
+        tls.close()
+    except (OSError, ssl.SSLError) as e:
+        seen["received"] += f"[{type(e).__name__}]"
+    with open(out, "w") as f:
+        json.dump(seen, f)
+with open(out, "w") as f:
+    json.dump(seen, f)
+"""
+
+
+def hub_journal(since: str, pattern: str) -> list[str]:
+    out = node_exec(LOGIN, f"journalctl -u jupyterhub -o cat --since '{since}' || true")
+    return re.findall(pattern, out)
+
+
+def catch_alice_between_report_and_bind(since: str) -> tuple[str, str] | None:
+    """Freeze alice's starting server after it reported its port, before it binds it."""
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        ports = hub_journal(since, r"alice: notebook job reported port (\d+)")
+        if ports:
+            (job,) = slurm_jobs("alice")
+            node_exec(job.node, "pkill -STOP -u alice -f batchspawner-singleuser", check=False)
+            listening = node_exec(job.node, f"ss -ltnH '( sport = :{ports[-1]} )'")
+            if listening.strip():  # too late: the server bound its port already
+                node_exec(job.node, "pkill -CONT -u alice -f batchspawner-singleuser", check=False)
+                return None
+            return job.node, ports[-1]
+        time.sleep(0.1)
+    raise AssertionError("alice's job never reported a port")
+
+
+def test_a_listener_with_another_users_certificate_on_the_reported_port_is_refused(
+    no_server, alice, bob
+):
+    """bob binds the port alice's job reported before her server does, and answers with his
+    own server's certificate (same CA, valid for the node): the hub refuses it, cancels the
+    job, and nothing is sent there."""
+    bob.start_server({"profile": "small"})
+    (bob_job,) = slurm_jobs("bob")
+    (bob_tls,) = node_exec(bob_job.node, "ls -d /tmp/hpchub-tls.*", user="bob").split()
+    bob_cert = node_exec(bob_job.node, f"cat {bob_tls}/server.crt", user="bob")
+    bob_key = node_exec(bob_job.node, f"cat {bob_tls}/server.key", user="bob")
+
+    caught = None
+    for _attempt in range(3):
+        since = node_exec(LOGIN, "date '+%Y-%m-%d %H:%M:%S'").strip()
+        assert alice.request_server({"profile": "small"}).status_code in (201, 202)
+        caught = catch_alice_between_report_and_bind(since)
+        if caught:
+            break
+        alice.stop_server()
+    assert caught, "alice's server always bound its port before it could be frozen"
+    node, port = caught
+    try:
+        # bob, on alice's node, with his own certificate and key.
+        folder = node_exec(node, "mktemp -d", user="bob").strip()
+        for name, text in (("server.crt", bob_cert), ("server.key", bob_key)):
+            node_exec(node, f"printf %s {shlex.quote(text)} > {folder}/{name}", user="bob")
+        out = f"{folder}/seen.json"
+        node_exec(
+            node,
+            f"nohup python3 -c {shlex.quote(IMPOSTOR)} {port} {folder}/server.crt "
+            f"{folder}/server.key {out} 40 >/dev/null 2>&1 &",
+            user="bob",
+        )
+        # The hub checks the port, meets bob's certificate and gives up the spawn.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and alice.server_model() is not None:
+            time.sleep(0.5)
+        assert alice.server_model() is None, "the spawn went on with bob's listener"
+        refusals = hub_journal(since, r"alice: (The port \d+ your notebook job .*)")
+        assert refusals and "another server's certificate" in refusals[-1], refusals
+        audit = node_exec(LOGIN, f"journalctl -t hpchub-audit -o cat --since '{since}'")
+        assert '"event": "spawn_refused"' in audit and f"{node}:{port}" in audit
+        seen = json.loads(node_exec(node, f"cat {out}", user="bob"))
+        assert seen["connections"] >= 1  # the hub did look ...
+        assert "token" not in seen["received"].lower()  # ... and sent nothing
+        assert "cookie" not in seen["received"].lower() and "GET" not in seen["received"]
+        # No route leads alice's browser to bob.
+        assert "bob-squatter" not in alice.server_api("GET", "api/status").text
+    finally:
+        node_exec(node, "pkill -CONT -u alice -f batchspawner-singleuser", check=False)
+        node_exec(node, "pkill -u bob -f seen.json", check=False)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and slurm_jobs("alice"):
+        time.sleep(1)
+    assert not slurm_jobs("alice"), "alice's job was not cancelled"
