@@ -176,7 +176,9 @@ def template(role: str) -> str:
         for f, tp in fields_of(section.cls):
             lines.append(f"  # {f.metadata['doc']}")
             if f.metadata.get("render"):
-                value = '"' + f.metadata["render"] + '"'
+                # A list renders as JSON (its expression ends in `| to_json`), a scalar quoted.
+                render = f.metadata["render"]
+                value = render if item_type(tp) is not None else '"' + render + '"'
             elif item_type(tp) is not None:
                 value = "{{ " + schema.ansible_variable(section, f) + " | to_json }}"
             else:

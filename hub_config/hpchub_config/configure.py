@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 
 from . import api, audit, form
 from .settings import Settings
+from .tls import alt_names
 
 TEMPLATES = str(Path(__file__).parent / "templates")
 SPAWNER = "hpchub_config.spawner.ProfilesSlurmSpawner"
@@ -43,9 +44,13 @@ def configure(c, settings: Settings, settings_path: str) -> None:
     # client, notebooks, services), generated once in internal_tls_dir. A notebook
     # server's certificate names the compute nodes it may run on, never the login node's
     # loopback: a user's certificate cannot stand in for the hub's own listeners there.
+    # The proxy checks a target's certificate against the Host the browser asked for: the
+    # hub's certificate carries every public name (the spawner adds a user's own).
     c.JupyterHub.internal_ssl = True
     c.JupyterHub.internal_certs_location = hub.internal_tls_dir
-    c.JupyterHub.trusted_alt_names = [f"DNS:{urlparse(hub.connect_url).hostname}"]
+    c.JupyterHub.trusted_alt_names = alt_names(
+        [urlparse(hub.connect_url).hostname, *hub.public_names]
+    )
     c.Spawner.ssl_alt_names_include_local = False
 
     # --- the proxy: its own systemd service, API on localhost -------------------------

@@ -46,6 +46,7 @@ URL_PATH_PATTERN = r"/[A-Za-z0-9_.,+@%/?=&-]*"
 HTTPS_URL_PATTERN = r"https://[A-Za-z0-9_.-]+(:\d{1,5})?/?"
 LOCALHOST_URL_PATTERN = r"https://(127\.0\.0\.1|localhost|\[::1\]):\d{1,5}/?"
 PUBLIC_URL_PATTERN = r"(https://[^\s/]+(/\S*)?)?"
+HOST_NAME_PATTERN = r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?"
 SUBDOMAIN_HOST_PATTERN = (
     r"(https://[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+(:\d{1,5})?)?"
 )
@@ -62,6 +63,7 @@ PATTERN_HINTS = {
     LOCALHOST_URL_PATTERN: "https://127.0.0.1:<port> (the proxy API listens on localhost only)",
     PUBLIC_URL_PATTERN: "https://host[/path] or empty",
     SUBDOMAIN_HOST_PATTERN: "https://hub.domain[:port] (lower case, no path) or empty",
+    HOST_NAME_PATTERN: "a host name or an IPv4 address",
 }
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -159,6 +161,12 @@ class HubSettings:
         doc="Where the hub API listens (mutual TLS).",
         render="https://0.0.0.0:{{ jupyterhub_hub_port }}",
         pattern=HTTPS_URL_PATTERN,
+    )
+    public_names: list[str] = setting(
+        doc="Host names and addresses users reach the hub by. The internal certificates carry "
+        "them: the proxy checks a target's certificate against the name the browser asked for.",
+        render="{{ __jupyterhub_public_names | to_json }}",
+        pattern=HOST_NAME_PATTERN,
     )
     internal_tls_dir: str = setting(
         doc="Internal TLS: the CAs and certificates of the hub, the proxy and the notebook "

@@ -33,10 +33,11 @@ import ssl
 import time
 import types
 from pathlib import Path
+from urllib.parse import urlparse
 
 from batchspawner import JobStatus, SlurmSpawner
 from batchspawner.batchspawner import format_template
-from jupyterhub.utils import make_ssl_context
+from jupyterhub.utils import make_ssl_context, subdomain_hook_idna
 from tornado import web
 from traitlets import Dict, Float, Instance, Type, Unicode, default
 from wrapspawner import ProfilesSpawner, WrapSpawner
@@ -52,6 +53,7 @@ from .options import (
     resolve_request,
 )
 from .settings import Settings
+from .tls import alt_names
 
 # Every value comes from the validated `request` (options.ResourceRequest) or the settings;
 # the `*_q` values and `exports` are shell-quoted (shlex.quote) by the spawner.
@@ -611,18 +613,30 @@ class ProfilesSlurmSpawner(ProfilesSpawner):
 
     @default("ssl_alt_names")
     def _default_ssl_alt_names(self):
-        return ProfilesSlurmSpawner._compute_node_names
+        return ProfilesSlurmSpawner._server_names
 
     @staticmethod
-    async def _compute_node_names(spawner) -> list[str]:
-        """The names the server's certificate carries: every node its job may land on."""
+    async def _server_names(spawner) -> list[str]:
+        """The names a notebook server's certificate carries.
+
+        The nodes its job may land on (the hub checks the server at node:port), and the name
+        the proxy checks it against: the Host the browser asked for. With per-user origins
+        that is the user's own host name, so another user's certificate does not pass the
+        proxy; with one origin it is every public name of the hub.
+        """
         partitions = await spawner.cluster.partitions()
         wanted = spawner.request.partition if spawner.request else ""
         chosen = [p for p in partitions.values() if (p.name == wanted if wanted else p.default)]
         nodes = sorted({n for p in (chosen or partitions.values()) for n in p.nodes})
         if not nodes:
             raise SpawnFailed("Slurm lists no compute node for this notebook job's partition")
-        return [f"DNS:{node}" for node in nodes]
+        hub = spawner.settings.hub
+        if hub.subdomain_host:
+            domain = urlparse(hub.subdomain_host).hostname
+            public = [subdomain_hook_idna(spawner.user.name, domain, "user")]
+        else:
+            public = list(hub.public_names)
+        return alt_names([*nodes, *public])
 
     async def move_certs(self, paths):
         """Read this spawn's certificate files; the job script carries them to the node.

@@ -13,6 +13,7 @@ BASE_SETTINGS = {
         "name": "testhub",
         "connect_url": "https://login1:881",
         "bind_url": "https://0.0.0.0:881",
+        "public_names": ["login1", "jupyter.example.org"],
         "internal_tls_dir": "/var/lib/jupyterhub/internal-tls",
         "cookie_secret_file": "/var/lib/jupyterhub/jupyterhub_cookie_secret",
         "admin_users": ["hubadmin"],

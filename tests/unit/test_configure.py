@@ -157,8 +157,8 @@ def test_requests_go_through_the_audit_log(config):
 def test_internal_traffic_is_mutual_tls_and_user_certificates_name_no_local_host(config):
     assert config.JupyterHub.internal_ssl is True
     assert config.JupyterHub.internal_certs_location == "/var/lib/jupyterhub/internal-tls"
-    # The hub's certificate names the host the compute nodes connect to.
-    assert config.JupyterHub.trusted_alt_names == ["DNS:login1"]
+    # The hub's certificate names the host the compute nodes connect to and the public names.
+    assert config.JupyterHub.trusted_alt_names == ["DNS:login1", "DNS:jupyter.example.org"]
     # A user's server certificate never names localhost/127.0.0.1 (the login node's listeners).
     assert config.Spawner.ssl_alt_names_include_local is False
     assert config.ConfigurableHTTPProxy.api_url == "https://127.0.0.1:801"

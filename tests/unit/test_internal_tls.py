@@ -165,12 +165,30 @@ def test_a_port_nobody_listens_on_yet_is_waited_for(tls_child):
     assert asyncio.run(closed_port()) is False
 
 
-def test_certificates_name_the_nodes_of_the_requested_partition(wrapper_with_partitions):
-    names = asyncio.run(ProfilesSlurmSpawner._compute_node_names(wrapper_with_partitions))
-    assert names == ["DNS:c1", "DNS:c2"]
+def test_certificates_name_the_nodes_of_the_partition_and_the_public_names(
+    wrapper_with_partitions,
+):
+    names = asyncio.run(ProfilesSlurmSpawner._server_names(wrapper_with_partitions))
+    # One origin: the proxy checks a server against the hub's public names.
+    assert names == ["DNS:c1", "DNS:c2", "DNS:login1", "DNS:jupyter.example.org"]
     wrapper_with_partitions.request = REQUEST.__class__(**{**REQUEST.__dict__, "partition": "gpu"})
-    names = asyncio.run(ProfilesSlurmSpawner._compute_node_names(wrapper_with_partitions))
-    assert names == ["DNS:g1"]
+    names = asyncio.run(ProfilesSlurmSpawner._server_names(wrapper_with_partitions))
+    assert names[0] == "DNS:g1" and "DNS:c1" not in names
+
+
+def test_with_per_user_origins_a_certificate_names_only_its_users_host(
+    wrapper_with_partitions, spawner_config
+):
+    hub = wrapper_with_partitions.settings.hub
+    wrapper_with_partitions.settings = wrapper_with_partitions.settings.__class__(
+        **{
+            **wrapper_with_partitions.settings.__dict__,
+            "hub": hub.__class__(**{**hub.__dict__, "subdomain_host": "https://hub.example.org"}),
+        }
+    )
+    names = asyncio.run(ProfilesSlurmSpawner._server_names(wrapper_with_partitions))
+    # bob's certificate never names alice.hub.example.org: the proxy refuses it for her.
+    assert names == ["DNS:c1", "DNS:c2", "DNS:alice.hub.example.org"]
 
 
 def test_no_node_names_fail_the_spawn(wrapper_with_partitions, monkeypatch):
@@ -179,7 +197,7 @@ def test_no_node_names_fail_the_spawn(wrapper_with_partitions, monkeypatch):
 
     monkeypatch.setattr(wrapper_with_partitions.cluster, "partitions", none)
     with pytest.raises(SpawnFailed, match="no compute node"):
-        asyncio.run(ProfilesSlurmSpawner._compute_node_names(wrapper_with_partitions))
+        asyncio.run(ProfilesSlurmSpawner._server_names(wrapper_with_partitions))
 
 
 @pytest.fixture
