@@ -119,8 +119,9 @@ EVIL_PAGE = """<!doctype html><html><head><title>loading</title></head><body><sc
 
 
 def test_a_users_page_cannot_act_on_the_hub_as_the_admin_who_opens_it(
-    page, access, admin, alice, alice_server
+    page, access, admin, alice, no_server
 ):
+    alice.start_server({"profile": "small"})
     hub = access["hub_url"].rstrip("/")
     html = EVIL_PAGE.replace("HUB", json.dumps(hub)).replace("VICTIM", json.dumps(admin.name))
     saved = alice.server_api(

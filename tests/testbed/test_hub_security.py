@@ -19,13 +19,17 @@ def post_from_the_job(user, body: str, token_expr: str = "os.environ['JUPYTERHUB
     """POST to the hub's port-report API from inside the user's running notebook job."""
     code = textwrap.dedent(
         f"""
-        import os, urllib.request, urllib.error
+        import os, ssl, urllib.request, urllib.error
         url = os.environ['JUPYTERHUB_API_URL'].rstrip('/') + '/batchspawner'
         headers = {{'Authorization': 'token ' + {token_expr},
                    'Content-Type': 'application/json'}}
         req = urllib.request.Request(url, data={body!r}.encode(), method='POST', headers=headers)
+        # The hub API is mutual TLS: the job's own certificate, the hub's CA.
+        tls = ssl.create_default_context(cafile=os.environ['JUPYTERHUB_SSL_CLIENT_CA'])
+        tls.load_cert_chain(os.environ['JUPYTERHUB_SSL_CERTFILE'],
+                            os.environ['JUPYTERHUB_SSL_KEYFILE'])
         try:
-            print(urllib.request.urlopen(req, timeout=10).status)
+            print(urllib.request.urlopen(req, timeout=10, context=tls).status)
         except urllib.error.HTTPError as e:
             print(e.code)
         """

@@ -7,6 +7,7 @@ root; root only restarts services and reads which port a server listens on, as a
 from __future__ import annotations
 
 import json
+import random
 import re
 import shlex
 import threading
@@ -16,7 +17,7 @@ import pytest
 
 from .hubclient import node_exec, slurm_jobs
 from .test_hub_restarts import TLS_DIR, wait_hub_api
-from .topology import LOGIN
+from .topology import COMPUTE_NODES, LOGIN
 
 pytestmark = pytest.mark.testbed
 
@@ -142,19 +143,11 @@ def test_the_hub_api_speaks_only_mutual_tls(alice, alice_server):
     assert no_cert.startswith(("REFUSED", "CLOSED")), no_cert
 
 
-def alice_server_port(node: str) -> str:
-    """The port alice's notebook server listens on (root reads it, as an admin would)."""
-    find = (
-        "import os, re, subprocess, pwd\n"
-        "uid = pwd.getpwnam('alice').pw_uid\n"
-        "for line in subprocess.check_output(['ss', '-ltnpH']).decode().splitlines():\n"
-        "    m = re.search(r':(\\d+)\\s.*pid=(\\d+)', line)\n"
-        "    if m and os.stat(f'/proc/{m[2]}').st_uid == uid:\n"
-        "        print(m[1])\n"
-    )
-    ports = node_exec(node, f"python3 -c {shlex.quote(find)}").split()
-    assert len(ports) == 1, ports
-    return ports[0]
+def reported_port(user: str) -> str:
+    """The port the user's job last reported to the hub (root reads the hub's log)."""
+    ports = hub_journal("-15min", rf"{user}: notebook job reported port (\d+)")
+    assert ports, f"no port report from {user}'s job in the hub's log"
+    return ports[-1]
 
 
 def test_a_users_server_accepts_only_the_hub_and_the_proxy(no_server, alice, bob):
@@ -162,7 +155,7 @@ def test_a_users_server_accepts_only_the_hub_and_the_proxy(no_server, alice, bob
     bob.start_server({"profile": "small"})
     (alice_job,) = slurm_jobs("alice")
     (bob_job,) = slurm_jobs("bob")
-    port = alice_server_port(alice_job.node)
+    port = reported_port("alice")
     # alice's key never left her: a 0600 file in a 0700 folder on her node.
     folder = node_exec(alice_job.node, "ls -d /tmp/hpchub-tls.*", user="alice").split()
     assert len(folder) == 1
@@ -188,7 +181,9 @@ def test_a_users_server_accepts_only_the_hub_and_the_proxy(no_server, alice, bob
 
 
 def test_internal_keys_belong_to_the_hub_account_only():
-    listing = node_exec(LOGIN, f"stat -c '%a %U' {TLS_DIR} {TLS_DIR}/notebooks-ca/notebooks-ca.key")
+    # (certipy makes its own folders 0755: the state directory around them is 0700)
+    key = f"{TLS_DIR}/notebooks-ca/notebooks-ca.key"
+    listing = node_exec(LOGIN, f"stat -c '%a %U' /var/lib/jupyterhub {key}")
     assert listing.split("\n")[:2] == ["700 jupyterhub", "600 jupyterhub"], listing
     refused = node_exec(LOGIN, f"cat {TLS_DIR}/hub-ca/hub-ca.key", user="alice", check=False)
     assert "PRIVATE KEY" not in refused
@@ -234,21 +229,50 @@ def hub_journal(since: str, pattern: str) -> list[str]:
     return re.findall(pattern, out)
 
 
-def catch_alice_between_report_and_bind(since: str) -> tuple[str, str] | None:
-    """Freeze alice's starting server after it reported its port, before it binds it."""
-    deadline = time.monotonic() + 150
-    while time.monotonic() < deadline:
-        ports = hub_journal(since, r"alice: notebook job reported port (\d+)")
-        if ports:
-            (job,) = slurm_jobs("alice")
-            node_exec(job.node, "pkill -STOP -u alice -f batchspawner-singleuser", check=False)
-            listening = node_exec(job.node, f"ss -ltnH '( sport = :{ports[-1]} )'")
-            if listening.strip():  # too late: the server bound its port already
-                node_exec(job.node, "pkill -CONT -u alice -f batchspawner-singleuser", check=False)
-                return None
-            return job.node, ports[-1]
-        time.sleep(0.1)
-    raise AssertionError("alice's job never reported a port")
+# On a compute node, as root (the test's orchestration, not the attack): freeze alice's
+# batchspawner-singleuser as soon as it starts, before it reports a port; print its pid.
+FREEZE = (
+    "for i in $(seq 1 2400); do "
+    "p=$(pgrep -u alice -f batchspawner-singleuser | head -1); "
+    'if [ -n "$p" ]; then kill -STOP "$p"; echo "$p"; exit 0; fi; sleep 0.05; done'
+)
+
+# alice's job reporting a port, with its own token and certificate (run as root on her node
+# with her frozen process's environment): what her job does, with the port bob holds.
+REPORT = r"""
+import json, os, ssl, sys, urllib.request
+raw = open(f"/proc/{sys.argv[1]}/environ").read().split("\0")
+env = dict(v.split("=", 1) for v in raw if "=" in v)
+tls = ssl.create_default_context(cafile=env["JUPYTERHUB_SSL_CLIENT_CA"])
+tls.load_cert_chain(env["JUPYTERHUB_SSL_CERTFILE"], env["JUPYTERHUB_SSL_KEYFILE"])
+request = urllib.request.Request(
+    env["JUPYTERHUB_API_URL"].rstrip("/") + "/batchspawner",
+    data=json.dumps({"port": int(sys.argv[2])}).encode(), method="POST",
+    headers={"Authorization": "token " + env["JUPYTERHUB_API_TOKEN"],
+             "Content-Type": "application/json"})
+print(urllib.request.urlopen(request, timeout=10, context=tls).status)
+"""
+
+
+def freeze_alices_launcher() -> tuple[str, str]:
+    """(node, pid) of alice's starting server, frozen before it reported a port."""
+    caught: dict[str, str] = {}
+
+    def watch(node: str) -> None:
+        pid = node_exec(node, FREEZE, check=False).strip()
+        if pid:
+            caught[node] = pid
+            for other in COMPUTE_NODES:  # the job is here: stop watching elsewhere
+                if other != node:
+                    node_exec(other, "pkill -f 'seq 1 2400'", check=False)
+
+    threads = [threading.Thread(target=watch, args=(n,)) for n in COMPUTE_NODES]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=150)
+    assert len(caught) == 1, f"alice's server process was not found on one node: {caught}"
+    return next(iter(caught.items()))
 
 
 def test_a_listener_with_another_users_certificate_on_the_reported_port_is_refused(
@@ -263,18 +287,13 @@ def test_a_listener_with_another_users_certificate_on_the_reported_port_is_refus
     bob_cert = node_exec(bob_job.node, f"cat {bob_tls}/server.crt", user="bob")
     bob_key = node_exec(bob_job.node, f"cat {bob_tls}/server.key", user="bob")
 
-    caught = None
-    for _attempt in range(3):
-        since = node_exec(LOGIN, "date '+%Y-%m-%d %H:%M:%S'").strip()
-        assert alice.request_server({"profile": "small"}).status_code in (201, 202)
-        caught = catch_alice_between_report_and_bind(since)
-        if caught:
-            break
-        alice.stop_server()
-    assert caught, "alice's server always bound its port before it could be frozen"
-    node, port = caught
+    since = node_exec(LOGIN, "date '+%Y-%m-%d %H:%M:%S'").strip()
+    assert alice.request_server({"profile": "small"}).status_code in (201, 202)
+    node, pid = freeze_alices_launcher()
+    assert not hub_journal(since, r"alice: notebook job reported port (\d+)")
+    port = str(random.randint(20000, 29999))  # noqa: S311 - a port, not a secret
     try:
-        # bob, on alice's node, with his own certificate and key.
+        # bob, on alice's node, with his own certificate and key, holds a port ...
         folder = node_exec(node, "mktemp -d", user="bob").strip()
         for name, text in (("server.crt", bob_cert), ("server.key", bob_key)):
             node_exec(node, f"printf %s {shlex.quote(text)} > {folder}/{name}", user="bob")
@@ -285,6 +304,10 @@ def test_a_listener_with_another_users_certificate_on_the_reported_port_is_refus
             f"{folder}/server.key {out} 40 >/dev/null 2>&1 &",
             user="bob",
         )
+        time.sleep(1)
+        # ... and alice's job reports that very port (bob got it between her report and
+        # her bind).
+        assert run_python(node, REPORT, pid, port, user="root") == "200"
         # The hub checks the port, meets bob's certificate and gives up the spawn.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and alice.server_model() is not None:
@@ -301,7 +324,7 @@ def test_a_listener_with_another_users_certificate_on_the_reported_port_is_refus
         # No route leads alice's browser to bob.
         assert "bob-squatter" not in alice.server_api("GET", "api/status").text
     finally:
-        node_exec(node, "pkill -CONT -u alice -f batchspawner-singleuser", check=False)
+        node_exec(node, f"kill -CONT {pid}", check=False)
         node_exec(node, "pkill -u bob -f seen.json", check=False)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and slurm_jobs("alice"):
