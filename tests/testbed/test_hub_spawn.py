@@ -1,6 +1,6 @@
 """End to end, as a researcher: log in, start JupyterLab as a Slurm job, use it, stop it.
 
-Only the public URL (https://127.0.0.1:8443) is used to talk to the hub; Slurm's view
+Only the public URL (https://hub.localhost:8443) is used to talk to the hub; Slurm's view
 (squeue on the login node) is read with docker exec to check what really runs.
 """
 
