@@ -150,7 +150,15 @@ def reported_port(user: str) -> str:
     return ports[-1]
 
 
+def forget_old_tls_folders(user: str) -> None:
+    """Folders of jobs that were killed (SIGKILL leaves no time to clean up)."""
+    for node in COMPUTE_NODES:
+        node_exec(node, "rm -rf /tmp/hpchub-tls.*", user=user, check=False)
+
+
 def test_a_users_server_accepts_only_the_hub_and_the_proxy(no_server, alice, bob):
+    forget_old_tls_folders("alice")
+    forget_old_tls_folders("bob")
     alice.start_server({"profile": "small"})
     bob.start_server({"profile": "small"})
     (alice_job,) = slurm_jobs("alice")
@@ -178,6 +186,10 @@ def test_a_users_server_accepts_only_the_hub_and_the_proxy(no_server, alice, bob
     # ... while the proxy still reaches it.
     alice.wait_reachable(timeout=60)
     assert alice.server_api("GET", "api/status").status_code == 200
+    # When her server stops, its key goes with it.
+    alice.stop_server()
+    left = node_exec(alice_job.node, "ls -d /tmp/hpchub-tls.* 2>/dev/null || true", user="alice")
+    assert left.strip() == "", left
 
 
 def test_internal_keys_belong_to_the_hub_account_only():
@@ -233,29 +245,36 @@ def hub_journal(since: str, pattern: str) -> list[str]:
 # batchspawner-singleuser as soon as it starts, before it reports a port; print its pid.
 FREEZE = (
     "for i in $(seq 1 2400); do "
-    "p=$(pgrep -u alice -f batchspawner-singleuser | head -1); "
-    'if [ -n "$p" ]; then kill -STOP "$p"; echo "$p"; exit 0; fi; sleep 0.05; done'
+    "p=$(pgrep -u alice -f slurm_script | head -1); "
+    'if [ -n "$p" ]; then kill -STOP "$p"; '
+    'pkill -STOP -u alice -f batchspawner-singleuser; echo "$p"; exit 0; fi; sleep 0.05; done'
 )
 
 # alice's job reporting a port, with its own token and certificate (run as root on her node
 # with her frozen process's environment): what her job does, with the port bob holds.
 REPORT = r"""
-import json, os, ssl, sys, urllib.request
-raw = open(f"/proc/{sys.argv[1]}/environ").read().split("\0")
-env = dict(v.split("=", 1) for v in raw if "=" in v)
-tls = ssl.create_default_context(cafile=env["JUPYTERHUB_SSL_CLIENT_CA"])
-tls.load_cert_chain(env["JUPYTERHUB_SSL_CERTFILE"], env["JUPYTERHUB_SSL_KEYFILE"])
+import json, os, re, shlex, ssl, sys, tempfile, urllib.request
+script = open(open(f"/proc/{sys.argv[1]}/cmdline").read().split("\0")[1]).read()
+def exported(name):
+    return shlex.split(re.search(rf"^export {name}=(.*)$", script, re.M).group(1))[0]
+key, cert, ca = re.findall(r"<<'HPCHUB_TLS_END'\n(.*?)\nHPCHUB_TLS_END", script, re.S)
+folder = tempfile.mkdtemp()
+for name, text in (("key", key), ("cert", cert), ("ca", ca)):
+    with open(os.path.join(folder, name), "w") as f:
+        f.write(text + "\n")
+tls = ssl.create_default_context(cafile=os.path.join(folder, "ca"))
+tls.load_cert_chain(os.path.join(folder, "cert"), os.path.join(folder, "key"))
 request = urllib.request.Request(
-    env["JUPYTERHUB_API_URL"].rstrip("/") + "/batchspawner",
+    exported("JUPYTERHUB_API_URL").rstrip("/") + "/batchspawner",
     data=json.dumps({"port": int(sys.argv[2])}).encode(), method="POST",
-    headers={"Authorization": "token " + env["JUPYTERHUB_API_TOKEN"],
+    headers={"Authorization": "token " + exported("JUPYTERHUB_API_TOKEN"),
              "Content-Type": "application/json"})
 print(urllib.request.urlopen(request, timeout=10, context=tls).status)
 """
 
 
 def freeze_alices_launcher() -> tuple[str, str]:
-    """(node, pid) of alice's starting server, frozen before it reported a port."""
+    """(node, pid) of alice's batch script, frozen before her server reported a port."""
     caught: dict[str, str] = {}
 
     def watch(node: str) -> None:
@@ -281,6 +300,7 @@ def test_a_listener_with_another_users_certificate_on_the_reported_port_is_refus
     """bob binds the port alice's job reported before her server does, and answers with his
     own server's certificate (same CA, valid for the node): the hub refuses it, cancels the
     job, and nothing is sent there."""
+    forget_old_tls_folders("bob")
     bob.start_server({"profile": "small"})
     (bob_job,) = slurm_jobs("bob")
     (bob_tls,) = node_exec(bob_job.node, "ls -d /tmp/hpchub-tls.*", user="bob").split()
@@ -305,8 +325,8 @@ def test_a_listener_with_another_users_certificate_on_the_reported_port_is_refus
             user="bob",
         )
         time.sleep(1)
-        # ... and alice's job reports that very port (bob got it between her report and
-        # her bind).
+        # ... and alice's job reports that very port (as if bob got it between her report
+        # and her bind): her job's own token and certificate, from her batch script.
         assert run_python(node, REPORT, pid, port, user="root") == "200"
         # The hub checks the port, meets bob's certificate and gives up the spawn.
         deadline = time.monotonic() + 60
@@ -324,7 +344,7 @@ def test_a_listener_with_another_users_certificate_on_the_reported_port_is_refus
         # No route leads alice's browser to bob.
         assert "bob-squatter" not in alice.server_api("GET", "api/status").text
     finally:
-        node_exec(node, f"kill -CONT {pid}", check=False)
+        node_exec(node, f"kill -CONT {pid}; pkill -CONT -u alice", check=False)
         node_exec(node, "pkill -u bob -f seen.json", check=False)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and slurm_jobs("alice"):
