@@ -176,7 +176,10 @@ class JobWatcher:
         if not job_id:
             return
         self._watched[job_id] = callback
-        self._ensure_running()
+        try:
+            self._ensure_running()
+        except RuntimeError:
+            return  # no event loop yet: the refresh task starts with the first caller
         self._wake.set()
 
     def unwatch(self, job_id: str) -> None:
