@@ -38,7 +38,7 @@ import time
 from batchspawner import JobStatus, SlurmSpawner
 from batchspawner.batchspawner import format_template
 from tornado import web
-from traitlets import Any, Instance, Type, Unicode, default
+from traitlets import Any, Float, Instance, Type, Unicode, default
 from wrapspawner import ProfilesSpawner, WrapSpawner
 
 from . import audit
@@ -144,6 +144,9 @@ class SlurmNotebookSpawner(SlurmSpawner):
     # `started` of the last snapshot this spawner read (wait_for_* read successive ones).
     _seen_at = float("-inf")
     _news_task = None
+    stop_confirm_timeout = Float(
+        10.0, help="Seconds stop() waits for Slurm to show the cancelled job ended"
+    ).tag(config=True)
 
     batch_script = Unicode(BATCH_SCRIPT).tag(config=True)
     state_pending_re = Unicode(r"^(?:PENDING|CONFIGURING)\|").tag(config=True)
@@ -512,6 +515,28 @@ class SlurmNotebookSpawner(SlurmSpawner):
             self.port,
             time.monotonic() - started,
         )
+
+    async def stop(self, now=False):
+        """Cancel the job, then wait (up to `stop_confirm_timeout`) until Slurm shows it ended.
+
+        batchspawner re-queries once a second; here each check reads the first refresh of
+        the hub's view that started after the cancel (paced like a starting server's).
+        """
+        self.log.info("%s: stopping server job %s", self.user.name, self.job_id)
+        await self.cancel_batch_job()
+        if now or not self.job_id:
+            return
+        # Only a query that started after scancel returned can confirm it.
+        self._seen_at = max(self._seen_at, time.monotonic())
+        deadline = time.monotonic() + self.stop_confirm_timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                status = await asyncio.wait_for(self.query_job_status(fresh=True), remaining)
+            except TimeoutError:
+                break
+            if status not in (JobStatus.RUNNING, JobStatus.UNKNOWN):
+                return
+        self.log.warning("%s: job %s possibly failed to terminate", self.user.name, self.job_id)
 
     async def progress(self):
         while True:

@@ -12,6 +12,16 @@ from hpchub_config.spawner import ProfilesSlurmSpawner
 from test_spawner import GONE, HELPER, JOBS, REQUEST
 
 
+@pytest.fixture(autouse=True)
+def accounts(monkeypatch):
+    """alice's account as the login node would have it (cancel uses her home)."""
+    import pwd
+
+    real = pwd.getpwnam
+    entry = pwd.struct_passwd(("alice", "x", 2002, 2000, "", "/home/alice", "/bin/bash"))
+    monkeypatch.setattr(pwd, "getpwnam", lambda name: entry if name == "alice" else real(name))
+
+
 class Squeue:
     """`hpchub-slurm jobs` as Slurm would answer it: `jobs` maps job id -> (user, state).
 
@@ -183,3 +193,26 @@ def test_a_finished_job_in_the_view_is_reported_without_a_per_job_query(spawner_
 
     asyncio.run(scenario())
     assert stopped == ["alice"] and squeue.per_job == []
+
+
+def test_stop_waits_for_a_view_taken_after_the_cancel(spawner_config, caplog):
+    squeue = Squeue({"7": ("alice", "RUNNING|node1|None")})
+    watcher = JobWatcher(JOBS, fast=0.01, slow=30, run=squeue)
+    _wrapper, child = spawner_for(spawner_config, "alice", "7", squeue, watcher)
+    child.stop_confirm_timeout = 3
+
+    async def scancel(cmd, input=None, env=None):
+        assert cmd.endswith(" cancel alice 7"), cmd
+        squeue.jobs["7"] = ("alice", "CANCELLED|node1|None")
+        return ""
+
+    async def scenario():
+        assert await child.query_job_status() == JobStatus.RUNNING  # the view before
+        child.run_command = scancel
+        started = time.monotonic()
+        await child.stop()
+        return time.monotonic() - started
+
+    seconds = asyncio.run(scenario())
+    assert seconds < 1, "stop() kept reading the view from before the cancel"
+    assert squeue.queries == 2 and "possibly failed to terminate" not in caplog.text
