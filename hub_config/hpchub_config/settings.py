@@ -312,11 +312,13 @@ class SpawnerSettings:
     )
     poll_interval: int = setting(
         30,
-        doc="Seconds between squeue checks of each running server (load on slurmctld at scale).",
+        doc="Seconds between the hub's job queries while all servers run (one for all servers).",
         minimum=1,
     )
     startup_poll_interval: float = setting(
-        0.5, doc="Seconds between squeue checks while a server starts.", minimum=0.1
+        0.5,
+        doc="Seconds between the hub's job queries while any server starts (one for all).",
+        minimum=0.1,
     )
     cluster_info_ttl: int = setting(
         60, doc="Seconds the partition limits read from sinfo are cached.", minimum=0

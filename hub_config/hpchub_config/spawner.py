@@ -20,7 +20,11 @@ compared with stock wrapspawner/batchspawner, and why (see docs/architecture.md)
   fixed command as the user. The job gets no environment from sbatch (--export=NONE); the
   hub's JUPYTERHUB_* variables are shell-quoted `export` lines of the script, and neither
   the script nor the environment is ever logged (batchspawner logs both at DEBUG: the
-  server's API token would reach the journal).
+  server's API token would reach the journal);
+- no Slurm query per server: every spawner reads the hub's one view of its jobs
+  (jobs.JobWatcher: one `hpchub-slurm jobs` per interval for all servers, fast while any
+  server starts), and a job that leaves the queue is reported to JupyterHub at the next
+  refresh instead of at the server's next poll.
 """
 
 from __future__ import annotations
@@ -39,12 +43,13 @@ from batchspawner import JobStatus, SlurmSpawner
 from batchspawner.batchspawner import format_template
 from jupyterhub.utils import make_ssl_context, subdomain_hook_idna
 from tornado import web
-from traitlets import Dict, Float, Instance, Type, Unicode, default
+from traitlets import Any, Dict, Float, Instance, Type, Unicode, default
 from wrapspawner import ProfilesSpawner, WrapSpawner
 
 from . import audit
 from .cluster import ClusterQueryError, cluster_info
 from .form import render_form
+from .jobs import CommandInterrupted, JobsQueryError, JobWatcher, Snapshot, job_watcher, run_argv
 from .options import (
     OPTION_NAMES,
     OptionsError,
@@ -139,8 +144,6 @@ EXPORTED_NAMES = ("HOME", "USER", "SHELL")
 TLS_ENV_NAMES = ("JUPYTERHUB_SSL_KEYFILE", "JUPYTERHUB_SSL_CERTFILE", "JUPYTERHUB_SSL_CLIENT_CA")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 JOB_ID = re.compile(r"[0-9]+")
-# The hub's own commands (sudo and the helper) get no environment from the hub.
-COMMAND_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 # Pending reasons that will never resolve by waiting: fail the spawn at once.
 FATAL_PENDING_REASONS = re.compile(
@@ -163,10 +166,6 @@ class ForeignServer(SpawnFailed):
     """The server's reported port answered with a certificate the hub did not issue for it."""
 
 
-class CommandInterrupted(RuntimeError):
-    """A helper command killed by a signal (e.g. while the hub stops): no answer from Slurm."""
-
-
 class SlurmNotebookSpawner(SlurmSpawner):
     """One notebook server as one Slurm job (a batchspawner.SlurmSpawner, hardened)."""
 
@@ -175,8 +174,19 @@ class SlurmNotebookSpawner(SlurmSpawner):
     )
     # The validated request, linked from the ProfilesSlurmSpawner that owns this child.
     request = Instance(ResourceRequest, allow_none=True)
-    job_check_interval = Float(
-        2.0, help="While waiting for the server's port: seconds between job state checks"
+    # The hub's one view of its jobs (shared by every spawner); tests give their own.
+    watcher = Instance(JobWatcher)
+    # The Spawner JupyterHub polls for this server (the ProfilesSlurmSpawner that owns this
+    # child); None: this spawner itself.
+    poll_owner = Any(None, allow_none=True)
+    # time.monotonic() when sbatch returned this job's id: only a query that started later
+    # can say the job is gone. -inf for a job restored from the database.
+    _submitted_at = float("-inf")
+    # `started` of the last snapshot this spawner read (wait_for_* read successive ones).
+    _seen_at = float("-inf")
+    _news_task = None
+    stop_confirm_timeout = Float(
+        10.0, help="Seconds stop() waits for Slurm to show the cancelled job ended"
     ).tag(config=True)
     # Internal TLS: this spawn's key, certificate and trusted CAs (PEM texts), linked from the
     # ProfilesSlurmSpawner that issued them (see its move_certs).
@@ -192,6 +202,12 @@ class SlurmNotebookSpawner(SlurmSpawner):
         spawner = self.settings.spawner
         job = "" if verb == "submit" else " {job_id}"
         return f"{spawner.sudo} -n {spawner.slurm_helper} {verb} {{username}}{job}"
+
+    @default("watcher")
+    def _default_watcher(self):
+        spawner = self.settings.spawner
+        command = f"{spawner.sudo} -n {spawner.slurm_helper} jobs"
+        return job_watcher(command, fast=self.startup_poll_interval, slow=self.poll_interval)
 
     @default("exec_prefix")
     def _default_exec_prefix(self):
@@ -293,41 +309,54 @@ class SlurmNotebookSpawner(SlurmSpawner):
         `cmd` is split like a shell would (the helper gets exactly its arguments); `env`
         is ignored. Raises RuntimeError with the command's stderr when it fails.
         """
-        argv = shlex.split(cmd)
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE if input else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=COMMAND_ENV,
-        )
-        try:
-            out, err = await proc.communicate(input.encode() if input else None)
-        except BaseException:
-            # Cancelled (e.g. a spawn timeout): sudo forwards the signal to the helper.
-            try:
-                proc.terminate()
-            except (ProcessLookupError, PermissionError):
-                pass
-            raise
-        if proc.returncode < 0:
-            raise CommandInterrupted(f"{argv[0]} was killed by signal {-proc.returncode}")
-        if proc.returncode != 0:
-            message = err.decode(errors="replace").strip()
-            raise RuntimeError(message or f"{argv[0]} exited with status {proc.returncode}")
-        return out.decode(errors="replace").strip()
+        return await run_argv(shlex.split(cmd), input=input)
 
-    async def query_job_status(self):
-        """batchspawner's query, except when Slurm gave no answer at all.
+    async def query_job_status(self, fresh: bool = False):
+        """The job's state from the hub's view of its jobs (one query for all servers).
+
+        Reads the watcher's snapshot taken after this job's submission (`fresh`: one newer
+        than the last this spawner read, waiting for the next shared refresh). A job in the
+        snapshot gets its line (`STATE|BATCHHOST|REASON`, finished states included while
+        Slurm keeps them: MinJobAge). A job absent from such a snapshot is asked about alone,
+        as before the watcher (`_query_one`): Slurm's answer for that job id decides, so a
+        job the view cannot show (purged, renamed hub) is never dropped on the view's word.
+        A view query that failed or was killed is no answer: the state stays UNKNOWN.
+        """
+        if not self.job_id:
+            self.job_status = ""
+            return JobStatus.NOTFOUND
+        after = self._submitted_at
+        if fresh:
+            after = max(after, self._seen_at + 1e-6)
+        try:
+            snapshot = await self.watcher.snapshot(after=after)
+        except JobsQueryError as e:
+            self._seen_at = max(self._seen_at, e.started)
+            return self._no_answer(e)
+        self._seen_at = snapshot.started
+        job = snapshot.jobs.get(self.job_id)
+        if job is None or job.user != self.user.name:
+            return await self._query_one()
+        self.job_status = job.status
+        return self._job_status_code()
+
+    def _job_status_code(self) -> JobStatus:
+        if self.state_isrunning():
+            return JobStatus.RUNNING
+        if self.state_ispending():
+            return JobStatus.PENDING
+        if self.state_isunknown():
+            return JobStatus.UNKNOWN
+        return JobStatus.NOTFOUND
+
+    async def _query_one(self) -> JobStatus:
+        """batchspawner's per-job query, except when Slurm gave no answer at all.
 
         A query killed by a signal (systemd stops the hub's whole cgroup on a restart) or
         that could not run leaves the state UNKNOWN, so the server is kept: batchspawner
         would report the job gone and the hub would forget a running notebook job. An
         answer (squeue's output or its error, e.g. an unknown job id) counts as before.
         """
-        if not self.job_id:
-            self.job_status = ""
-            return JobStatus.NOTFOUND
         cmd = format_template(self.batch_query_cmd, username=self.user.name, job_id=self.job_id)
         try:
             self.job_status = await self.run_command(cmd)
@@ -337,13 +366,47 @@ class SlurmNotebookSpawner(SlurmSpawner):
             self.job_status = e.args[0] if e.args else ""
         except Exception as e:  # noqa: BLE001 - anything else is no answer either
             return self._no_answer(e)
-        if self.state_isrunning():
-            return JobStatus.RUNNING
-        if self.state_ispending():
-            return JobStatus.PENDING
-        if self.state_isunknown():
-            return JobStatus.UNKNOWN
-        return JobStatus.NOTFOUND
+        return self._job_status_code()
+
+    async def poll(self):
+        status = await super().poll()
+        if status is None and self.job_id:
+            # A server JupyterHub polls (running, or restored after a hub restart).
+            self.watcher.watch(self.job_id, self._job_news)
+        return status
+
+    def _job_alive(self, snapshot: Snapshot) -> bool:
+        job = snapshot.jobs.get(self.job_id)
+        if job is None or job.user != self.user.name:
+            return False
+        status = job.status
+        return bool(
+            re.search(self.state_running_re, status) or re.search(self.state_pending_re, status)
+        )
+
+    def _job_news(self, snapshot: Snapshot) -> None:
+        """After each view refresh: a watched job that left the queue is reported now.
+
+        JupyterHub would notice at the server's next poll (up to poll_interval later);
+        its poll_and_notify runs the same check at once and, when the job is gone, marks
+        the server stopped and runs JupyterHub's callbacks.
+        """
+        if not self.job_id or self._job_alive(snapshot):
+            return
+        owner = self.poll_owner or self
+        if getattr(owner, "_poll_callback", None) is None:
+            return  # not polled by JupyterHub (starting or stopping): start/stop decide
+        if self._news_task is not None and not self._news_task.done():
+            return
+        self.log.info("%s: job %s left the queue; checking now", self.user.name, self.job_id)
+        self._news_task = asyncio.ensure_future(owner.poll_and_notify())
+
+    def clear_state(self):
+        if self.job_id and "watcher" in self._trait_values:
+            self.watcher.unwatch(self.job_id)
+        super().clear_state()
+        self._submitted_at = float("-inf")
+        self._seen_at = float("-inf")
 
     def _no_answer(self, error: Exception) -> JobStatus:
         self.log.warning(
@@ -367,6 +430,8 @@ class SlurmNotebookSpawner(SlurmSpawner):
         last = out.splitlines()[-1] if out else ""
         job_id = last.split(";")[0].strip()
         self.job_id = job_id if JOB_ID.fullmatch(job_id) else ""
+        self._submitted_at = time.monotonic()
+        self._seen_at = float("-inf")
         if not self.job_id:
             self.log.error("%s: sbatch returned no job id: %r", self.user.name, last[:200])
         return self.job_id
@@ -381,6 +446,12 @@ class SlurmNotebookSpawner(SlurmSpawner):
 
     async def _final_state(self) -> str:
         """State and reason of a job that left the queue (while Slurm still knows it)."""
+        latest = self.watcher.latest
+        job = None
+        if latest is not None and latest.started >= self._submitted_at:
+            job = latest.jobs.get(self.job_id)
+        if job is not None and job.user == self.user.name:
+            return f"{job.state}: {job.reason}"
         cmd = format_template(self._helper("final"), username=self.user.name, job_id=self.job_id)
         try:
             # The helper runs squeue -h -t all -j JOBID -o '%T|%r'.
@@ -505,9 +576,13 @@ class SlurmNotebookSpawner(SlurmSpawner):
         )
 
     async def wait_for_job(self, started: float) -> None:
-        """Until the job runs; a job that ends, or can never start, fails the spawn."""
+        """Until the job runs; a job that ends, or can never start, fails the spawn.
+
+        Each round reads the next refresh of the hub's view (every startup_poll_interval
+        while any server starts, one query for all of them).
+        """
         while True:
-            status = await self.query_job_status()
+            status = await self.query_job_status(fresh=True)
             if status == JobStatus.RUNNING:
                 break
             if status == JobStatus.NOTFOUND:
@@ -521,7 +596,6 @@ class SlurmNotebookSpawner(SlurmSpawner):
                     f"Slurm cannot run your notebook job {job_id}: {reason}. "
                     "Choose other resources or ask the support team."
                 )
-            await asyncio.sleep(self.startup_poll_interval)
         self.ip = self.state_gethost()
         self.log.info(
             "%s: job %s running on %s after %.1f s; waiting for the server's port",
@@ -536,16 +610,15 @@ class SlurmNotebookSpawner(SlurmSpawner):
 
         batchspawner-singleuser reports its port BEFORE the server starts listening, and
         JupyterHub then only waits for HTTP (http_timeout): a server that crashes on
-        start-up would be noticed minutes later.
+        start-up would be noticed minutes later. Between two connection attempts, the
+        next refresh of the hub's view (no query of its own) tells whether the job lives.
         """
-        last_check = time.monotonic()
         while self.port == 0 or not await self._accepts_port():
-            await asyncio.sleep(self.startup_poll_interval)
-            if time.monotonic() - last_check >= self.job_check_interval:
-                last_check = time.monotonic()
-                status = await self.query_job_status()
-                if status not in (JobStatus.RUNNING, JobStatus.UNKNOWN):
-                    await self._fail("ended")
+            status = await self.query_job_status(fresh=True)
+            if status not in (JobStatus.RUNNING, JobStatus.UNKNOWN):
+                await self._fail("ended")
+        # Watched from now on: if the job ends, JupyterHub hears it at the next refresh.
+        self.watcher.watch(self.job_id, self._job_news)
         self.log.info(
             "%s: notebook server of job %s at %s:%s (%.1f s after submission)",
             self.user.name,
@@ -562,6 +635,28 @@ class SlurmNotebookSpawner(SlurmSpawner):
             await self.cancel_batch_job()
             self.clear_state()
             raise
+
+    async def stop(self, now=False):
+        """Cancel the job, then wait (up to `stop_confirm_timeout`) until Slurm shows it ended.
+
+        batchspawner re-queries once a second; here each check reads the first refresh of
+        the hub's view that started after the cancel (paced like a starting server's).
+        """
+        self.log.info("%s: stopping server job %s", self.user.name, self.job_id)
+        await self.cancel_batch_job()
+        if now or not self.job_id:
+            return
+        # Only a query that started after scancel returned can confirm it.
+        self._seen_at = max(self._seen_at, time.monotonic())
+        deadline = time.monotonic() + self.stop_confirm_timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                status = await asyncio.wait_for(self.query_job_status(fresh=True), remaining)
+            except TimeoutError:
+                break
+            if status not in (JobStatus.RUNNING, JobStatus.UNKNOWN):
+                return
+        self.log.warning("%s: job %s possibly failed to terminate", self.user.name, self.job_id)
 
     async def progress(self):
         while True:
@@ -734,7 +829,10 @@ class ProfilesSlurmSpawner(ProfilesSpawner):
         # Not linked from the wrapper: the child never sees raw user options.
         self.child_config = {"user_options": {}}
         self.child_class = SlurmNotebookSpawner
-        return WrapSpawner.construct_child(self)
+        child = WrapSpawner.construct_child(self)
+        # JupyterHub polls this wrapper: the child reports a vanished job through it.
+        child.poll_owner = self
+        return child
 
     def start(self):
         if self.request is None:

@@ -164,6 +164,9 @@ def test_sudo_lets_the_hub_run_only_its_two_helpers_as_root():
         ["cancel", "alice", "-u alice"],
         ["cancel", "alice"],
         ["sbatch", "alice"],
+        ["jobs", "alice"],
+        ["jobs", "-u", "root"],
+        ["jobs", "--format=%all"],
     ],
 )
 def test_slurm_helper_refuses_anything_but_its_four_commands(argv):
@@ -173,6 +176,24 @@ def test_slurm_helper_refuses_anything_but_its_four_commands(argv):
     assert result.stderr.startswith("hpchub-slurm: refused: ")
     assert result.stderr.count("\n") == 1
     assert all_jobs() == before  # nothing was submitted
+
+
+def test_the_hub_wide_job_query_shows_the_hubs_jobs_and_nothing_else(alice_server):
+    """`hpchub-slurm jobs` runs squeue as root (PrivateData would hide other users' jobs):
+    it must show the hub's notebook jobs only, not every job on the cluster."""
+    other = node_exec(
+        LOGIN, "sbatch --parsable -J not-a-notebook -o /dev/null --wrap 'sleep 120'", user="alice"
+    ).strip()
+    try:
+        result = as_hub("sudo", "-n", SLURM_HELPER, "jobs")
+        assert result.returncode == 0, result.stderr
+        jobs = {line.split("|")[0]: line.split("|") for line in result.stdout.splitlines()}
+        job = alice_server["job"]
+        assert jobs[job.job_id][1:3] == ["alice", "RUNNING"]
+        assert other.split(";")[0] not in jobs
+        assert all(fields[1] != "root" for fields in jobs.values())
+    finally:
+        node_exec(LOGIN, f"scancel {other.split(';')[0]}", user="alice", check=False)
 
 
 @pytest.fixture

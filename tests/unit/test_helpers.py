@@ -74,13 +74,19 @@ def fake_databases(monkeypatch, module):
     def getpwnam(name):
         return ACCOUNTS[name]
 
+    def getpwuid(uid):
+        for e in ACCOUNTS.values():
+            if e.pw_uid == uid and e.pw_name != "Mapped":
+                return e
+        raise KeyError(uid)
+
     def getgrnam(name):
         return grp.struct_group((name, "x", GROUPS[name], []))
 
     def getgrouplist(name, gid):
         return [gid, *MEMBERSHIP.get(name, [])]
 
-    monkeypatch.setattr(module, "pwd", types.SimpleNamespace(getpwnam=getpwnam))
+    monkeypatch.setattr(module, "pwd", types.SimpleNamespace(getpwnam=getpwnam, getpwuid=getpwuid))
     monkeypatch.setattr(module, "grp", types.SimpleNamespace(getgrnam=getgrnam))
     monkeypatch.setattr(
         module,
@@ -147,9 +153,10 @@ def test_allowed_groups_are_checked_with_primary_and_supplementary_groups(helper
         (["final", "bob", "7"], ("final", "bob", "7")),
         (["cancel", "alice", "123456"], ("cancel", "alice", "123456")),
         (["submit", "_svc.x-1"], ("submit", "_svc.x-1", None)),
+        (["jobs"], ("jobs", None, None)),
     ],
 )
-def test_slurm_helper_accepts_its_four_verbs(args, expected):
+def test_slurm_helper_accepts_its_verbs(args, expected):
     assert slurm.parse_args(args) == expected
 
 
@@ -178,6 +185,11 @@ def test_slurm_helper_accepts_its_four_verbs(args, expected):
         ["submit", "../alice"],
         ["submit", "a" * 33],
         ["submit", ""],
+        ["jobs", "alice"],
+        ["jobs", "-u", "root"],
+        ["jobs", "--format=%all"],
+        ["jobs", ""],
+        ["JOBS"],
     ],
 )
 def test_slurm_helper_refuses_everything_else(args):
@@ -207,6 +219,62 @@ def test_slurm_commands_are_fixed():
         "%T|%r",
     ]
     assert slurm.slurm_command(config, "cancel", "42") == ["/opt/slurm/bin/scancel", "42"]
+
+
+def test_the_hub_wide_query_is_fixed():
+    config = {**CONFIG, "slurm_bin_dir": "/opt/slurm/bin", "hub_name": "jhub"}
+    assert slurm.jobs_command(config) == [
+        "/opt/slurm/bin/squeue",
+        "-h",
+        "-a",
+        "-t",
+        "all",
+        "-o",
+        "%i|%U|%T|%B|%r|%j",
+    ]
+
+
+# squeue -o '%i|%U|%T|%B|%r|%j' as root: every job on the cluster.
+SQUEUE_ALL = """\
+101|2001|RUNNING|node1|None|jupyter-jhub-small
+102|2002|PENDING|(null)|Priority|jupyter-jhub-gpu
+103|0|RUNNING|node1|None|jupyter-jhub-small
+104|1|RUNNING|node2|None|jupyter-jhub-small
+105|998|RUNNING|node2|None|jupyter-jhub-small
+106|65534|RUNNING|node2|None|jupyter-jhub-small
+107|2001|RUNNING|node2|None|my-own-batch-job
+108|2001|RUNNING|node2|None|jupyter-otherhub-small
+109_3|2001|RUNNING|node2|None|jupyter-jhub-small
+110|2003|RUNNING|node2|None|jupyter-jhub-small
+111|4242|RUNNING|node2|None|jupyter-jhub-small
+112|2001|COMPLETED|node1|None|jupyter-jhub-small|with|bars
+"""
+
+
+def test_the_hub_wide_query_shows_only_the_hubs_jobs_of_accounts_it_may_act_for(monkeypatch):
+    fake_databases(monkeypatch, slurm)
+    config = {**CONFIG, "hub_name": "jhub"}
+    assert slurm.hub_jobs(SQUEUE_ALL, config) == [
+        "101|alice|RUNNING|node1|None",
+        "102|bob|PENDING|(null)|Priority",
+        "112|alice|COMPLETED|node1|None",
+    ]
+    # Below the floor (root, daemon, a late system account), nobody, gid 0, an unknown uid,
+    # other names, array parts: never shown. The allowed groups apply as for USER.
+    assert slurm.hub_jobs(SQUEUE_ALL, {**config, "allowed_groups": ["gpu"]}) == [
+        "102|bob|PENDING|(null)|Priority"
+    ]
+    assert slurm.hub_jobs(SQUEUE_ALL, {**config, "min_uid": 2002}) == [
+        "102|bob|PENDING|(null)|Priority"
+    ]
+
+
+@pytest.mark.parametrize("name", ["", "../x", "a b", "x|y", 7, "-x"])
+def test_hub_name_must_be_a_plain_name(tmp_path, name):
+    with pytest.raises(slurm.Refused, match="hub_name"):
+        slurm.load_config(
+            write_config(tmp_path, {**FULL_CONFIG, "hub_name": name}), owner=os.getuid()
+        )
 
 
 def test_slurm_environment_comes_from_the_passwd_entry_only(monkeypatch):
@@ -452,6 +520,34 @@ def test_refused_accounts_run_nothing(fake_slurm_root):
         assert result.returncode == 2
         assert result.stdout == ""
         assert result.stderr.startswith("hpchub-slurm: refused: ")
+
+
+SQUEUE_STUB = """#!/bin/sh
+{{ echo "args=$*"; echo "uid=$(id -u)"; env | sed 's/^/env:/'; }} > {record}
+printf '%s\\n' '7|0|RUNNING|node1|None|jupyter-jhub-small' \\
+  '8|{uid}|RUNNING|node2|None|jupyter-jhub-small' '9|{uid}|RUNNING|node2|None|other'
+"""
+
+
+@needs_root
+def test_jobs_runs_squeue_as_root_with_a_clean_environment_and_filters(fake_slurm_root):
+    config, daemon = fake_slurm_root
+    folder = Path(config).parent
+    record = folder / "record"
+    (folder / "bin" / "squeue").write_text(SQUEUE_STUB.format(record=record, uid=daemon.pw_uid))
+    data = json.loads(Path(config).read_text())
+    write_config(folder, {**data, "hub_name": "jhub"})
+    result = run_helper(config, ["jobs"], env={"PATH": "/tmp/evil", "SLURM_CONF": "/tmp/x"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["8|daemon|RUNNING|node2|None"]
+    seen = record.read_text().splitlines()
+    assert "args=-h -a -t all -o %i|%U|%T|%B|%r|%j" in seen and "uid=0" in seen
+    assert "env:SLURM_CONF=/tmp/x" not in seen and "env:PATH=/usr/bin:/bin" in seen
+    assert run_helper(config, ["jobs", "daemon"]).returncode == 2
+    # Without hub_name in the configuration the helper refuses rather than show every job.
+    write_config(folder, data)
+    refused = run_helper(config, ["jobs"])
+    assert refused.returncode == 2 and refused.stdout == "" and "hub_name" in refused.stderr
 
 
 # --- hpchub-auth: its input and PAM --------------------------------------------------------

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 from batchspawner import JobStatus
 from conftest import fake_hub, fake_user
+from hpchub_config.jobs import JobWatcher
 from hpchub_config.options import OptionsError, ResourceRequest
 from hpchub_config.spawner import (
     CommandInterrupted,
@@ -141,32 +142,51 @@ def test_form_errors_come_back_as_value_errors(wrapper, partitions, monkeypatch)
 
 
 HELPER = ["/usr/bin/sudo", "-n", "/usr/local/libexec/hpchub/hpchub-slurm"]
+JOBS = " ".join([*HELPER, "jobs"])
+GONE = "slurm_load_jobs error: Invalid job id specified"
 
 
 class FakeSlurm:
-    """Answers the Slurm helper's verbs (submit, query, final, cancel) like Slurm would."""
+    """Answers the Slurm helper's verbs like Slurm would.
 
-    def __init__(self, queue_states, final_state="FAILED|NonZeroExitCode"):
+    `queue_states`: what each successive hub-wide `jobs` query shows for alice's job 42
+    (`STATE|BATCHHOST|REASON`; "" = not in the queue), the last one repeated.
+    """
+
+    def __init__(self, queue_states, final_state="FAILED|NonZeroExitCode", job_id="42"):
         self.queue_states = list(queue_states)
         self.final_state = final_state
+        self.job_id = job_id
         self.commands = []
+
+    def per_job(self):
+        """The commands that were not the hub-wide query."""
+        return [shlex.split(c) for c in self.commands if c != JOBS]
 
     async def __call__(self, cmd, input=None, env=None):
         self.commands.append(cmd)
         verb = shlex.split(cmd)[len(HELPER)]
         if verb == "submit":
-            return "42"
+            return self.job_id
         if verb == "cancel":
             return ""
         if verb == "final":
             return self.final_state
-        return self.queue_states.pop(0) if len(self.queue_states) > 1 else self.queue_states[0]
+        if verb == "query":  # only for a job the hub-wide view does not show
+            raise RuntimeError(GONE)
+        state = self.queue_states.pop(0) if len(self.queue_states) > 1 else self.queue_states[0]
+        return f"{self.job_id}|alice|{state}" if state else ""
+
+
+def watched_by(child, slurm, fast=0.01, slow=0.05):
+    """`child` reads the hub's view from a watcher that asks `slurm`; helpers run there too."""
+    child.run_command = slurm
+    child.watcher = JobWatcher(JOBS, fast=fast, slow=slow, run=slurm)
+    return child.watcher
 
 
 def run_start(child, slurm):
-    child.run_command = slurm
-    child.startup_poll_interval = 0.01
-    child.job_check_interval = 0.01
+    watched_by(child, slurm)
     return asyncio.run(asyncio.wait_for(child.start(), 5))
 
 
@@ -179,8 +199,22 @@ def test_job_that_dies_before_its_server_fails_fast_with_reason_and_log(wrapper)
     assert "job 42 ended (FAILED: NonZeroExitCode)" in message
     assert "~/.hpchub/logs/jupyterlab-42.log" in message
     assert child.job_id == ""
-    assert shlex.split(slurm.commands[0]) == [*HELPER, "submit", "alice"]
-    assert shlex.split(slurm.commands[-1]) == [*HELPER, "final", "alice", "42"]
+    # Gone from the hub-wide view: Slurm is asked about that one job before the spawn fails.
+    assert slurm.per_job() == [
+        [*HELPER, "submit", "alice"],
+        [*HELPER, "query", "alice", "42"],
+        [*HELPER, "final", "alice", "42"],
+    ]
+
+
+def test_a_job_that_ended_is_reported_with_the_state_from_the_hub_wide_view(wrapper):
+    """squeue -t all shows a finished job (while MinJobAge keeps it): no per-job call."""
+    child = child_for(wrapper)
+    slurm = FakeSlurm(["PENDING|(null)|Priority", "FAILED|node1|NonZeroExitCode"], "unused")
+    with pytest.raises(SpawnFailed) as info:
+        run_start(child, slurm)
+    assert "job 42 ended (FAILED: NonZeroExitCode)" in info.value.jupyterhub_message
+    assert slurm.per_job() == [[*HELPER, "submit", "alice"]]
 
 
 def test_hopeless_pending_job_is_cancelled_at_once(wrapper):
@@ -207,13 +241,13 @@ def test_start_returns_once_the_reported_port_accepts_connections(wrapper):
         finally:
             server.close()
 
-    child.run_command = slurm
-    child.startup_poll_interval = 0.01
+    watcher = watched_by(child, slurm)
     (host, port), listening = asyncio.run(scenario())
     assert (host, port) == ("127.0.0.1", listening)
-    commands = [shlex.split(c) for c in slurm.commands]
-    assert commands[0] == [*HELPER, "submit", "alice"]
-    assert all(c in ([*HELPER, "query", "alice", "42"], commands[0]) for c in commands)
+    # No per-job query: the job's state came from the hub-wide view only.
+    assert slurm.per_job() == [[*HELPER, "submit", "alice"]]
+    assert slurm.commands.count(JOBS) == watcher.queries >= 1
+    assert "42" in watcher._watched  # JupyterHub will hear at once if the job ends
 
 
 def test_server_that_crashes_after_reporting_its_port_fails_fast(wrapper):
@@ -224,9 +258,7 @@ def test_server_that_crashes_after_reporting_its_port_fails_fast(wrapper):
         final_state="FAILED|NonZeroExitCode",
     )
     child.port = 9  # reported, but nothing will ever listen there
-    child.run_command = slurm
-    child.startup_poll_interval = 0.01
-    child.job_check_interval = 0.01
+    watched_by(child, slurm)
 
     async def scenario():
         task = asyncio.ensure_future(child.start())
@@ -431,8 +463,11 @@ def test_a_query_without_an_answer_keeps_the_server(wrapper, caplog):
     async def broken(cmd, input=None, env=None):
         raise OSError(24, "Too many open files")
 
-    for failure in (killed, broken):
-        child.run_command = failure
+    async def garbled(cmd, input=None, env=None):
+        return "squeue: error: Unable to contact slurm controller (connect failure)"
+
+    for failure in (killed, broken, garbled):
+        watched_by(child, failure)
         assert asyncio.run(child.query_job_status()) == JobStatus.UNKNOWN
         assert asyncio.run(child.poll()) is None  # still running for JupyterHub
         assert child.job_id == "10"
@@ -442,11 +477,8 @@ def test_a_query_without_an_answer_keeps_the_server(wrapper, caplog):
 def test_slurm_saying_the_job_is_gone_still_stops_the_server(wrapper):
     child = child_for(wrapper)
     child.job_id = "10"
-
-    async def gone(cmd, input=None, env=None):
-        raise RuntimeError("slurm_load_jobs error: Invalid job id specified")
-
-    child.run_command = gone
+    slurm = FakeSlurm([""])  # the hub-wide view shows no job 10; Slurm: invalid job id
+    watched_by(child, slurm)
     assert asyncio.run(child.query_job_status()) == JobStatus.NOTFOUND
     assert asyncio.run(child.poll()) == 1
     assert child.job_id == ""

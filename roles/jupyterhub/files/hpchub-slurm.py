@@ -8,6 +8,14 @@ nothing else (/etc/sudoers.d/hpchub-jupyterhub). It accepts exactly:
     hpchub-slurm query  USER JOBID                            squeue -h -j JOBID -o %T|%B|%r
     hpchub-slurm final  USER JOBID                            squeue -h -t all -j JOBID -o %T|%r
     hpchub-slurm cancel USER JOBID                            scancel JOBID
+    hpchub-slurm jobs                (no arguments)           squeue, as root: see below
+
+`jobs` is the hub's one view of the cluster: a single squeue for every notebook job of the
+hub, instead of one query per server. It runs squeue as root (under Slurm's PrivateData a
+user sees only their own jobs; the hub must see all of its own) with fixed options, and
+prints only the hub's jobs: those named `jupyter-<hub_name>-...` (hub_name from the
+configuration file) whose owner passes the same account checks as USER below. One line
+per job: JOBID|USER|STATE|BATCHHOST|REASON (finished jobs too, while Slurm keeps them).
 
 Checked here at every call, whoever the caller: USER is a plain POSIX name of an existing
 account (resolved now, so accounts created after deployment are covered) with a uid of at
@@ -29,13 +37,15 @@ import os
 import pwd
 import re
 import stat
+import subprocess
 import sys
 
 CONFIG_PATH = "/etc/hpchub/helpers.json"
-USAGE = "usage: hpchub-slurm submit USER | {query,final,cancel} USER JOBID"
+USAGE = "usage: hpchub-slurm submit USER | {query,final,cancel} USER JOBID | jobs"
 POSIX_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
 JOB_ID = re.compile(r"[0-9]{1,12}")
 SAFE_PATH = re.compile(r"/[A-Za-z0-9_.,+@%/-]*")
+HUB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # the hub settings' name pattern
 # Never a person: nobody, and (uid_t)-1 / -2 in 16 and 32 bits.
 NEVER_UIDS = frozenset({65534, 65535, 4294967294, 4294967295})
 # Each verb: the Slurm program and its arguments; None stands for JOBID.
@@ -45,6 +55,10 @@ COMMANDS = {
     "final": ("squeue", ("-h", "-t", "all", "-j", None, "-o", "%T|%r")),
     "cancel": ("scancel", (None,)),
 }
+# `jobs`: all jobs Slurm still knows (-t all: finished ones while MinJobAge keeps them; -a:
+# hidden partitions too), one line each; the job name comes last (it may contain "|").
+JOBS_COMMAND = ("squeue", ("-h", "-a", "-t", "all", "-o", "%i|%U|%T|%B|%r|%j"))
+JOBS_TIMEOUT = 60  # seconds; squeue's own retries against a controller that is down
 
 
 class Refused(Exception):
@@ -57,8 +71,12 @@ def shown(value: str) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def parse_args(args: list[str]) -> tuple[str, str, str | None]:
-    """(verb, user, job id or None) from the arguments after the program name."""
+def parse_args(args: list[str]) -> tuple[str, str | None, str | None]:
+    """(verb, user or None, job id or None) from the arguments after the program name."""
+    if args and args[0] == "jobs":
+        if len(args) != 1:
+            raise Refused(f"jobs takes no arguments, got {len(args) - 1}; {USAGE}")
+        return "jobs", None, None
     if not args or args[0] not in COMMANDS:
         raise Refused(USAGE)
     verb = args[0]
@@ -105,7 +123,15 @@ def load_config(path: str = CONFIG_PATH, owner: int = 0) -> dict:
         raise Refused(f"{path}: allowed_groups must be a list of group names")
     if not isinstance(bin_dir, str) or not SAFE_PATH.fullmatch(bin_dir):
         raise Refused(f"{path}: slurm_bin_dir must be an absolute path")
-    return {"min_uid": min_uid, "allowed_groups": groups, "slurm_bin_dir": bin_dir}
+    hub_name = data.get("hub_name")
+    if hub_name is not None and not (isinstance(hub_name, str) and HUB_NAME.fullmatch(hub_name)):
+        raise Refused(f"{path}: hub_name must be the hub's name (letters, digits, _.-)")
+    return {
+        "min_uid": min_uid,
+        "allowed_groups": groups,
+        "slurm_bin_dir": bin_dir,
+        "hub_name": hub_name,
+    }
 
 
 def check_account(user: str, config: dict) -> pwd.struct_passwd:
@@ -138,6 +164,68 @@ def slurm_command(config: dict, verb: str, job_id: str | None) -> list[str]:
     program, args = COMMANDS[verb]
     path = os.path.join(config["slurm_bin_dir"], program)
     return [path, *(job_id if a is None else a for a in args)]
+
+
+def jobs_command(config: dict) -> list[str]:
+    """The fixed squeue command line of `jobs`."""
+    program, args = JOBS_COMMAND
+    return [os.path.join(config["slurm_bin_dir"], program), *args]
+
+
+def hub_jobs(output: str, config: dict) -> list[str]:
+    """The lines of `jobs`: the hub's jobs of accounts the hub may act for, nothing else.
+
+    `output` is squeue's (JOBID|UID|STATE|BATCHHOST|REASON|NAME per line). Jobs with another
+    name, a job id that is not plain digits (array or het job parts), or an owner that
+    check_account refuses (below min_uid, not in the allowed groups, unknown) are dropped.
+    """
+    prefix = f"jupyter-{config['hub_name']}-"
+    owners: dict[str, str | None] = {}
+    lines = []
+    for line in output.splitlines():
+        fields = line.split("|", 5)
+        if len(fields) != 6:
+            continue
+        job_id, uid, state, host, reason, name = fields
+        if not name.startswith(prefix) or not JOB_ID.fullmatch(job_id) or not uid.isdigit():
+            continue
+        if uid not in owners:
+            owners[uid] = None
+            try:
+                user = pwd.getpwuid(int(uid)).pw_name
+                owners[uid] = check_account(user, config).pw_name
+            except (KeyError, Refused):
+                pass
+        user = owners[uid]
+        if user is not None and int(uid) >= config["min_uid"]:
+            lines.append("|".join((job_id, user, state, host, reason)))
+    return lines
+
+
+def run_jobs(config: dict) -> int:
+    """`jobs`: squeue as root with a clean environment; print the hub's jobs only."""
+    if not config["hub_name"]:
+        raise Refused("jobs needs hub_name in the configuration file")
+    try:
+        result = subprocess.run(  # noqa: S603 - a fixed program and fixed arguments
+            jobs_command(config),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/"},
+            cwd="/",
+            timeout=JOBS_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise Refused(f"squeue did not answer within {JOBS_TIMEOUT} s") from None
+    except OSError as e:
+        raise Refused(f"cannot run squeue: {e.strerror}") from None
+    if result.returncode != 0:
+        sys.stderr.write(result.stderr.decode(errors="replace"))
+        return result.returncode if result.returncode > 0 else 1
+    lines = hub_jobs(result.stdout.decode(errors="replace"), config)
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
+    return 0
 
 
 def environment(entry: pwd.struct_passwd) -> dict[str, str]:
@@ -180,6 +268,8 @@ def main(args: list[str] | None = None, config_path: str = CONFIG_PATH, owner: i
         if os.geteuid() != 0:
             raise Refused("must run as root (through sudo)")
         config = load_config(config_path, owner)
+        if verb == "jobs":
+            return run_jobs(config)
         entry = check_account(user, config)
         argv = slurm_command(config, verb, job_id)
         env = environment(entry)

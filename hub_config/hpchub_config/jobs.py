@@ -1,0 +1,266 @@
+"""One view of the cluster for the whole hub: a single Slurm query for all of its jobs.
+
+Stock batchspawner runs `squeue` for each server: every 0.5 s per starting server, then
+every poll_interval per running server, each call through sudo and a root helper (an
+interpreter start and an RPC to slurmctld). A `JobWatcher` runs ONE query for every job of
+the hub (`sudo -n hpchub-slurm jobs`: squeue as root, the hub's jobs only) and every
+spawner reads the shared answer:
+
+- while any spawner waits for news (a server starting), it refreshes every `fast` seconds
+  (the spawners' startup_poll_interval); when all servers run, every `slow` seconds (their
+  poll_interval); with no job to watch, never;
+- callers that need a newer answer than the last one wait for the same refresh: N starting
+  servers cost one query per `fast` interval, not N (no thundering herd);
+- a failed or killed query is a snapshot with an error: readers treat it as no answer
+  (state UNKNOWN keeps the server), never as "every job is gone";
+- after each good refresh it calls the watchers of running jobs, so a job that left the
+  queue (scancel, node loss, walltime) is reported to JupyterHub at once instead of at the
+  server's next poll (see SlurmNotebookSpawner._job_news).
+
+One watcher per hub process and helper command (`job_watcher`); it lives in the hub's
+event loop and starts its refresh task on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+log = logging.getLogger("hpchub.jobs")
+
+# The hub's own commands (sudo and the helper) get no environment from the hub.
+COMMAND_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+
+
+class CommandInterrupted(RuntimeError):
+    """A helper command killed by a signal (e.g. while the hub stops): no answer from Slurm."""
+
+
+class JobsQueryError(RuntimeError):
+    """The hub-wide job query gave no usable answer (failed, killed, unreadable)."""
+
+    def __init__(self, message: str, started: float = float("-inf")):
+        super().__init__(message)
+        self.started = started  # when the failed query began (time.monotonic())
+
+
+async def run_argv(argv: list[str], input: str | None = None) -> str:
+    """Run a command without a shell and without the hub's environment.
+
+    Raises CommandInterrupted when a signal killed it, RuntimeError with its stderr when it
+    failed; returns its stdout, stripped.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE if input else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=COMMAND_ENV,
+    )
+    try:
+        out, err = await proc.communicate(input.encode() if input else None)
+    except BaseException:
+        # Cancelled (e.g. a spawn timeout): sudo forwards the signal to the helper.
+        try:
+            proc.terminate()
+        except (ProcessLookupError, PermissionError):
+            pass
+        raise
+    if proc.returncode < 0:
+        raise CommandInterrupted(f"{argv[0]} was killed by signal {-proc.returncode}")
+    if proc.returncode != 0:
+        message = err.decode(errors="replace").strip()
+        raise RuntimeError(message or f"{argv[0]} exited with status {proc.returncode}")
+    return out.decode(errors="replace").strip()
+
+
+@dataclass(frozen=True)
+class Job:
+    """One line of `hpchub-slurm jobs`."""
+
+    job_id: str
+    user: str
+    state: str
+    host: str
+    reason: str
+
+    @property
+    def status(self) -> str:
+        """In the shape of the per-job query (`STATE|BATCHHOST|REASON`) the spawner parses."""
+        return f"{self.state}|{self.host}|{self.reason}"
+
+
+def parse_jobs(output: str) -> dict[str, Job]:
+    """`JOBID|USER|STATE|BATCHHOST|REASON` lines -> jobs by id; anything else is an error."""
+    jobs = {}
+    for line in output.splitlines():
+        if not line.strip():
+            continue
+        fields = line.split("|")
+        if len(fields) != 5 or not fields[0].isdigit():
+            raise JobsQueryError(f"unexpected line from the job query: {line[:100]!r}")
+        job = Job(*(f.strip() for f in fields))
+        jobs[job.job_id] = job
+    return jobs
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The hub's jobs as one query saw them. `started`: time.monotonic() when it began."""
+
+    started: float
+    jobs: dict[str, Job] = field(default_factory=dict)
+    error: str = ""
+
+
+Runner = Callable[..., Awaitable[str]]
+JobCallback = Callable[[Snapshot], None]
+
+
+class JobWatcher:
+    """One Slurm query per interval for every job of the hub, shared by every spawner."""
+
+    def __init__(
+        self,
+        command: str,
+        fast: float = 0.5,
+        slow: float = 30.0,
+        run: Runner | None = None,
+    ):
+        self.command = command
+        self.fast = fast
+        self.slow = slow
+        # run(command) -> stdout; the spawners pass their own run_command in tests.
+        self._run = run or (lambda cmd: run_argv(shlex.split(cmd)))
+        self.latest: Snapshot | None = None
+        self.queries = 0  # refreshes run so far (for tests and the debug log)
+        self._watched: dict[str, JobCallback] = {}
+        self._waiters: list[tuple[float, asyncio.Future]] = []
+        self._last_start = float("-inf")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None
+        self._wake: asyncio.Event | None = None
+
+    # --- what spawners call ------------------------------------------------------------
+
+    async def snapshot(self, after: float = float("-inf")) -> Snapshot:
+        """A snapshot whose query started at or after `after` (time.monotonic()).
+
+        The cached one when it is recent enough; otherwise wait for the next refresh, which
+        every waiting caller shares. Raises JobsQueryError when that query failed.
+        """
+        latest = self.latest
+        if latest is None or latest.started < after:
+            self._ensure_running()
+            future = self._loop.create_future()
+            self._waiters.append((after, future))
+            self._wake.set()
+            latest = await future
+        if latest.error:
+            raise JobsQueryError(latest.error, latest.started)
+        return latest
+
+    async def next_snapshot(self) -> Snapshot:
+        """The answer of a query that starts from now on (for callers that poll)."""
+        return await self.snapshot(after=time.monotonic())
+
+    def watch(self, job_id: str, callback: JobCallback) -> None:
+        """Call `callback(snapshot)` after every good refresh while `job_id` is watched.
+
+        Watched jobs keep the slow refresh going; spawners watch their running job.
+        """
+        if not job_id:
+            return
+        self._watched[job_id] = callback
+        try:
+            self._ensure_running()
+        except RuntimeError:
+            return  # no event loop yet: the refresh task starts with the first caller
+        self._wake.set()
+
+    def unwatch(self, job_id: str) -> None:
+        self._watched.pop(job_id, None)
+
+    # --- the refresh task ----------------------------------------------------------------
+
+    def _ensure_running(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            # A new event loop (the hub starts once; tests run one loop each): nothing
+            # bound to the old one can be used.
+            self._loop = loop
+            self._wake = asyncio.Event()
+            self._waiters = []
+            self._task = None
+            self._last_start = float("-inf")
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._refresh_loop())
+
+    def _gap(self) -> float | None:
+        """Seconds between queries now: fast while anyone waits, slow for running jobs."""
+        if self._waiters:
+            return self.fast
+        if self._watched:
+            return self.slow
+        return None
+
+    async def _refresh_loop(self) -> None:
+        wake = self._wake
+        while True:
+            wake.clear()
+            gap = self._gap()
+            if gap is None:
+                await wake.wait()
+                continue
+            delay = self._last_start + gap - time.monotonic()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(wake.wait(), delay)
+                    continue  # a new waiter or job: the gap may have changed
+                except TimeoutError:
+                    pass
+            await self.refresh()
+
+    async def refresh(self) -> Snapshot:
+        """Run the query now and hand its answer to waiters and watchers."""
+        started = time.monotonic()
+        self._last_start = started
+        self.queries += 1
+        try:
+            snapshot = Snapshot(started, parse_jobs(await self._run(self.command)))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - every failure is "no answer"
+            snapshot = Snapshot(started, error=f"{type(e).__name__}: {e}")
+            log.warning("The hub's job query gave no answer (%s)", snapshot.error)
+        self.latest = snapshot
+        waiting, self._waiters = self._waiters, []
+        for after, future in waiting:
+            if future.done():
+                continue
+            if after <= started:
+                future.set_result(snapshot)
+            else:
+                self._waiters.append((after, future))
+        if not snapshot.error:
+            for job_id, callback in list(self._watched.items()):
+                try:
+                    callback(snapshot)
+                except Exception:
+                    log.exception("Watcher of job %s failed", job_id)
+        return snapshot
+
+
+_watchers: dict[tuple[str, float, float], JobWatcher] = {}
+
+
+def job_watcher(command: str, fast: float, slow: float) -> JobWatcher:
+    """The hub's one watcher for a helper command and intervals (one per hub process)."""
+    key = (command, fast, slow)
+    if key not in _watchers:
+        _watchers[key] = JobWatcher(command, fast, slow)
+    return _watchers[key]
