@@ -59,6 +59,8 @@ ENV_PACKAGES = {
     ),
 }
 VENV_KEYS = {"hub-env": "hub_venv", "notebook-env": "notebook_env"}
+# Host-level components (the others are <env>/<package>).
+HOST_COMPONENTS = ("os", "python", "slurm", "munge", "lmod", "configurable-http-proxy", "hpchub")
 # hpchub's host roles; inventory groups that are none of them count as "other".
 HOST_ROLES = ("slurm_controller", "login", "compute")
 PIN_LINE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(==|>=|~=)\s*([^\s;#,]+)")
@@ -409,6 +411,13 @@ def anonymise(doc: dict) -> dict:
         for group in host["groups"]:
             groups_to_roles.setdefault(group, set()).update(host["roles"])
 
+    # Components hpchub knows; a site's own packages (pinned in its inventory) could name it.
+    known = set(HOST_COMPONENTS) | {
+        p["component"] for p in doc["pins"] if not p["source"].startswith("inventory")
+    }
+    known |= {f"{env}/{name}" for env, names in ENV_PACKAGES.items() for name in names}
+    known |= {f"{env}/python" for env in ENV_PACKAGES} | {"notebook-env/hpchub"}
+
     def scope_of(scope: str) -> str:
         if scope == "all":
             return "all"
@@ -417,6 +426,8 @@ def anonymise(doc: dict) -> dict:
 
     drift = []
     for item in doc["drift"]:
+        if item["component"] not in known:
+            continue
         entry = {
             "kind": item["kind"],
             "scope": scope_of(item["scope"]),
@@ -450,6 +461,7 @@ def anonymise(doc: dict) -> dict:
             "components": {
                 component: {_strip_commit(v): n for v, n in versions.items()}
                 for component, versions in data["components"].items()
+                if component in known
             },
         }
         for role, data in doc["by_role"].items()
@@ -476,6 +488,7 @@ def anonymise(doc: dict) -> dict:
                 "source": _pin_source(p["source"]),
             }
             for p in doc["pins"]
+            if p["component"] in known
         ],
         "drift": drift,
     }
