@@ -544,7 +544,14 @@ def markdown(doc: dict) -> str:
             cells = [item["kind"], item["scope"], item["component"], expected, found]
             lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     else:
-        lines.append("None: every group runs one version of each component, none below its pin.")
+        lines.append(
+            "None: every group runs one version of each component, none below its pin"
+            + (
+                f" (among the reachable hosts; {s['unreachable']} unreachable)."
+                if s["unreachable"]
+                else "."
+            )
+        )
     lines += ["", "## Hub", ""]
     if not doc["hubs"]:
         lines.append("No login host answered for a hub.")
@@ -586,7 +593,8 @@ def markdown(doc: dict) -> str:
         lines += ["## Hosts", ""]
         names = [h["name"] for h in doc["hosts"]]
         components = sorted({c for h in doc["hosts"] for c in h["components"]})
-        lines += ["| Component | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        if components:
+            lines += ["| Component | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
         for component in components:
             cells = [
                 _cell(h["components"][component]["version"])

@@ -584,3 +584,54 @@ def test_an_unreachable_hub_is_reported_not_fatal():
 def test_the_hub_module_refuses_other_schemes():
     with pytest.raises(ValueError):
         hub_module.Hub("file:///etc/passwd", "t", None, 5)
+
+
+# --------------------------------------------------------------------------- an example-style site
+
+
+def test_census_of_the_example_inventory_reports_unreachable_hosts(tmp_path):
+    """inventories/example with every host pointed at a closed local port: the playbook runs
+    with that inventory's variables, reports both hosts unreachable and still writes a valid
+    census (no host of example.org is contacted)."""
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            str(REPO / "inventories" / "example" / "hosts.yml"),
+            str(REPO / "playbooks" / "census.yml"),
+            "-e",
+            f"census_output_dir={tmp_path}",
+            "-e",
+            "census_anonymised_export=true",
+            "-e",
+            "ansible_host=127.0.0.1",
+            "-e",
+            "ansible_port=9",
+        ],
+        cwd=REPO,
+        env={
+            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+            "ANSIBLE_NOCOLOR": "1",
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "changed=1" not in result.stdout
+    doc = json.loads((tmp_path / "census.json").read_text())
+    jsonschema.validate(doc, SCHEMA)
+    assert doc["site"] == {"name": "example"}
+    assert {h["name"]: h["roles"] for h in doc["hosts"]} == {
+        "login1.example.org": ["login"],
+        "sw1.example.org": ["compute"],
+    }
+    assert doc["summary"]["unreachable"] == 2
+    assert all("Connection refused" in h["errors"][0] for h in doc["hosts"])
+    export = json.loads((tmp_path / "census-anonymised.json").read_text())
+    jsonschema.validate(export, SCHEMA)
+    assert "example" not in json.dumps(export)
+    assert "2 unreachable" in (tmp_path / "census.md").read_text()
