@@ -9,6 +9,7 @@ must change nothing: every run ends with changed=0, in check mode too.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -46,10 +47,12 @@ def run_census(out_dir: Path, *args: str) -> tuple[subprocess.CompletedProcess, 
         + ["-e", f"census_output_dir={out_dir}", "-e", "census_anonymised_export=true", *args],
         cwd=REPO,
         env={
-            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin:/usr/sbin:/sbin",
-            "HOME": str(Path.home()),
+            # Not Molecule's Ansible settings (its own inventory copy, roles path): the repo's.
+            **{k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "MOLECULE_"))},
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
             "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_FORCE_COLOR": "0",
         },
         capture_output=True,
         text=True,
