@@ -568,8 +568,8 @@ def markdown(doc: dict) -> str:
         versions = _version_list(hub.get("server_versions") or {}) or "none"
         lines += [
             f"- {hub['host']}: JupyterHub {hub.get('version', '?')} (running),"
-            f" {hub.get('users', '?')} users, {servers.get('running', 0)} running and"
-            f" {servers.get('pending', 0)} pending servers",
+            f" users: {hub.get('users', '?')}, servers: {servers.get('running', 0)} running and"
+            f" {servers.get('pending', 0)} pending",
             f"  - profiles in use: {profiles}",
             f"  - running servers report jupyter_server {versions}"
             + (

@@ -384,7 +384,7 @@ def test_markdown_report_names_the_drift_and_the_hub():
         in text
     )
     assert "below_minimum" in text
-    assert "JupyterHub 6.1.1 (running), 19 users, 2 running and 1 pending servers" in text
+    assert "JupyterHub 6.1.1 (running), users: 19, servers: 2 running and 1 pending" in text
     assert "profiles in use: small (2), gpu-cscs (1)" in text
     assert "| hub-env/jupyterhub | 6.1.1 |" in text
     assert "- login1.acme.org: /sw/jupyter: permission denied" in text
