@@ -203,7 +203,10 @@ def main():  # pragma: no cover - runs on the login node
                 "error": f"no census token ({params['token_file']}: {e.strerror})",
             },
         )
-    hub = Hub(params["url"], token, ssl_context(params["ca_file"]), params["timeout"])
+    try:
+        hub = Hub(params["url"], token, ssl_context(params["ca_file"]), params["timeout"])
+    except (ValueError, OSError, ssl.SSLError) as e:
+        module.exit_json(changed=False, hub={"reachable": False, "error": describe(e)})
     module.exit_json(changed=False, hub=census(hub, params["server_versions"]))
 
 
