@@ -197,7 +197,11 @@ def test_the_deployed_hpchub_release_is_recorded(census):
 # --------------------------------------------------------------------------- the running hub
 
 
-def test_running_server_is_counted_with_its_profile_and_version(alice_server, admin, tmp_path):
+def test_running_server_is_counted_with_its_profile_and_version(
+    no_server, alice_server, admin, tmp_path
+):
+    # no_server first: alice's server is stopped afterwards, so the tests after this file
+    # (test_cluster's idle nodes) find the cluster as they expect.
     _, doc, _ = run_census(tmp_path)
     (hub,) = doc["hubs"]
     assert hub["host"] == LOGIN and hub["reachable"] is True
