@@ -50,6 +50,15 @@ testbed: venv ## Bring up the local testbed and deploy everything into it
 converge: venv ## Re-run the playbooks against the running testbed
 	ansible-playbook -i $(TESTBED_INVENTORY) playbooks/testbed.yml $(PLAYBOOK_ARGS)
 
+CENSUS_INVENTORY ?= $(TESTBED_INVENTORY)
+CENSUS_ARGS ?=
+.PHONY: census
+census: venv ## Read-only census of an inventory (CENSUS_INVENTORY=...; ANONYMISED=1 for the shareable export)
+	@start=$$(date +%s); \
+	ansible-playbook -i $(CENSUS_INVENTORY) playbooks/census.yml \
+	  $(if $(ANONYMISED),-e census_anonymised_export=true) $(CENSUS_ARGS); \
+	echo "==> census done in $$(( $$(date +%s) - start )) s"
+
 .PHONY: testbed-down
 testbed-down: ## Remove the testbed (containers, network, volumes, .testbed/)
 	@tools/testbed.sh down

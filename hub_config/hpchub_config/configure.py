@@ -15,6 +15,8 @@ TEMPLATES = str(Path(__file__).parent / "templates")
 SPAWNER = "hpchub_config.spawner.ProfilesSlurmSpawner"
 PROXY = "hpchub_config.proxy.WatchedProxy"
 AUTHENTICATOR = "hpchub_config.auth.AuditedClusterAuthenticator"
+# The census service's scopes: list the users, read their servers (pending, ready, options).
+CENSUS_SCOPES = ("list:users", "read:servers")
 
 
 def configure(c, settings: Settings, settings_path: str) -> None:
@@ -141,6 +143,20 @@ def configure(c, settings: Settings, settings_path: str) -> None:
                 "description": "Stop idle notebook servers (and nothing else)",
                 "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
                 "services": ["idle-culler"],
+            }
+        )
+    if hub.census_token_file:
+        # `make census` (playbooks/census.yml) reads counts through the API with this token:
+        # it may list users and read their servers' state, nothing else (docs/census.md).
+        services.append(
+            {"name": "census", "api_token": Path(hub.census_token_file).read_text().strip()}
+        )
+        roles.append(
+            {
+                "name": "census",
+                "description": "Read-only census: count users and servers (docs/census.md)",
+                "scopes": list(CENSUS_SCOPES),
+                "services": ["census"],
             }
         )
     c.JupyterHub.services = services

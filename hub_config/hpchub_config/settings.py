@@ -56,6 +56,7 @@ PATTERN_HINTS = {
     f"({NAME_PATTERN})?": "empty or a name of letters, digits, _ . - (at most 64)",
     PROFILE_KEY_PATTERN: "a key of a-z, 0-9, _ - (at most 32)",
     ABSOLUTE_PATH_PATTERN: "an absolute path of letters, digits, _ . , + @ % / -",
+    f"({ABSOLUTE_PATH_PATTERN})?": "empty or an absolute path of letters, digits, _ . , + @ % / -",
     HOME_PATH_PATTERN: "a relative path inside the home directory",
     SBATCH_OPTION_PATTERN: "a plain --option[=value]",
     URL_PATH_PATTERN: "a path from /",
@@ -227,6 +228,12 @@ class HubSettings:
         [],
         doc="Folders of site templates, searched before hpchub's.",
         pattern=ABSOLUTE_PATH_PATTERN,
+    )
+    census_token_file: str = setting(
+        "",
+        doc='Token of the read-only census service (0600, generated once); "" = none.',
+        render="{{ __jupyterhub_census_token_path }}",
+        pattern=f"({ABSOLUTE_PATH_PATTERN})?",
     )
 
 

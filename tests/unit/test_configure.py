@@ -199,3 +199,24 @@ def test_subdomain_host_must_be_an_https_domain_without_path(settings_data, valu
     settings_data["hub"]["subdomain_host"] = value
     with pytest.raises(SettingsError, match="hub.subdomain_host"):
         settings_from_dict(settings_data)
+
+
+def test_census_service_gets_read_scopes_only(tmp_path, settings_data):
+    token = tmp_path / "t"
+    token.write_text("x")
+    census_token = tmp_path / "census_token"
+    census_token.write_text("census-secret\n")
+    settings_data["proxy"]["auth_token_file"] = str(token)
+    settings_data["hub"]["census_token_file"] = str(census_token)
+    c = Config()
+    configure(c, settings_from_dict(settings_data), "x.yaml")
+    services = {s["name"]: s for s in c.JupyterHub.services}
+    assert services["census"] == {"name": "census", "api_token": "census-secret"}
+    roles = {r["name"]: r for r in c.JupyterHub.load_roles}
+    assert roles["census"]["services"] == ["census"]
+    assert sorted(roles["census"]["scopes"]) == ["list:users", "read:servers"]
+
+
+def test_no_census_service_without_its_token_file(config):
+    assert "census" not in {s["name"] for s in config.JupyterHub.services}
+    assert "census" not in {r["name"] for r in config.JupyterHub.load_roles}
