@@ -635,3 +635,17 @@ def test_census_of_the_example_inventory_reports_unreachable_hosts(tmp_path):
     jsonschema.validate(export, SCHEMA)
     assert "example" not in json.dumps(export)
     assert "2 unreachable" in (tmp_path / "census.md").read_text()
+
+
+def test_a_server_at_its_own_origin_is_asked_through_the_local_proxy_by_host_name():
+    """Per-user origins: the server model's URL is absolute; the request still goes to the
+    local proxy, with the user's host name (the proxy routes by host)."""
+    seen = []
+
+    def opener(request):
+        seen.append((request.full_url, request.get_header("Host")))
+        return {"version": "2.21.1"}
+
+    hub = hub_module.Hub("https://127.0.0.1:443", "t", None, 5, opener=opener)
+    hub.get("https://alice.hub.example.org:8443/user/alice/api", token=False)
+    assert seen == [("https://127.0.0.1:443/user/alice/api", "alice.hub.example.org:8443")]

@@ -94,6 +94,12 @@ class Hub:
         headers = {"Accept": accept}
         if token and self.token:
             headers["Authorization"] = f"token {self.token}"
+        # With per-user origins a server's URL is absolute (https://NAME.hub.example.org/...):
+        # still ask the local proxy, for that host name (the proxy routes by host).
+        absolute = urllib.parse.urlsplit(path)
+        if absolute.netloc:
+            headers["Host"] = absolute.netloc
+            path = absolute.path + (f"?{absolute.query}" if absolute.query else "")
         request = urllib.request.Request(self.url + path, headers=headers)  # noqa: S310
         return self.opener(request)
 
