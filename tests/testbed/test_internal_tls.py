@@ -7,7 +7,6 @@ root; root only restarts services and reads which port a server listens on, as a
 from __future__ import annotations
 
 import json
-import random
 import re
 import shlex
 import threading
@@ -17,7 +16,7 @@ import pytest
 
 from .hubclient import node_exec, slurm_jobs
 from .test_hub_restarts import TLS_DIR, wait_hub_api
-from .topology import COMPUTE_NODES, LOGIN
+from .topology import LOGIN
 
 pytestmark = pytest.mark.testbed
 
@@ -204,156 +203,6 @@ def test_internal_keys_belong_to_the_hub_account_only():
     assert "PRIVATE KEY" not in refused
 
 
-# bob's listener on the port alice's job reported, answering TLS with bob's own (valid) server
-# certificate; it records every connection and what was sent to it.
-IMPOSTOR = r"""
-import json, socket, ssl, sys, time
-port, crt, key, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-seconds = float(sys.argv[5])
-context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-context.load_cert_chain(crt, key)
-s = socket.socket()
-s.bind(("0.0.0.0", port))
-s.listen(16)
-s.settimeout(0.5)
-seen = {"bound": True, "connections": 0, "received": ""}
-deadline = time.monotonic() + seconds
-while time.monotonic() < deadline:
-    try:
-        conn, _ = s.accept()
-    except socket.timeout:
-        continue
-    seen["connections"] += 1
-    try:
-        tls = context.wrap_socket(conn, server_side=True)
-        tls.settimeout(2)
-        seen["received"] += tls.recv(65536).decode("latin-1")
-        tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nbob-squatter!")
-        tls.close()
-    except (OSError, ssl.SSLError) as e:
-        seen["received"] += f"[{type(e).__name__}]"
-    with open(out, "w") as f:
-        json.dump(seen, f)
-with open(out, "w") as f:
-    json.dump(seen, f)
-"""
-
-
 def hub_journal(since: str, pattern: str) -> list[str]:
     out = node_exec(LOGIN, f"journalctl -u jupyterhub -o cat --since '{since}' || true")
     return re.findall(pattern, out)
-
-
-# On a compute node, as root (the test's orchestration, not the attack): freeze alice's
-# batchspawner-singleuser as soon as it starts, before it reports a port; print its pid.
-FREEZE = (
-    "for i in $(seq 1 2400); do "
-    "p=$(pgrep -u alice -f slurm_script | head -1); "
-    'if [ -n "$p" ]; then kill -STOP "$p"; '
-    'pkill -STOP -u alice -f batchspawner-singleuser; echo "$p"; exit 0; fi; sleep 0.05; done'
-)
-
-# alice's job reporting a port, with its own token and certificate (run as root on her node
-# with her frozen process's environment): what her job does, with the port bob holds.
-REPORT = r"""
-import json, os, re, shlex, ssl, sys, tempfile, urllib.request
-script = open(open(f"/proc/{sys.argv[1]}/cmdline").read().split("\0")[1]).read()
-def exported(name):
-    return shlex.split(re.search(rf"^export {name}=(.*)$", script, re.M).group(1))[0]
-key, cert, ca = re.findall(r"<<'HPCHUB_TLS_END'\n(.*?)\nHPCHUB_TLS_END", script, re.S)
-folder = tempfile.mkdtemp()
-for name, text in (("key", key), ("cert", cert), ("ca", ca)):
-    with open(os.path.join(folder, name), "w") as f:
-        f.write(text + "\n")
-tls = ssl.create_default_context(cafile=os.path.join(folder, "ca"))
-tls.load_cert_chain(os.path.join(folder, "cert"), os.path.join(folder, "key"))
-request = urllib.request.Request(
-    exported("JUPYTERHUB_API_URL").rstrip("/") + "/batchspawner",
-    data=json.dumps({"port": int(sys.argv[2])}).encode(), method="POST",
-    headers={"Authorization": "token " + exported("JUPYTERHUB_API_TOKEN"),
-             "Content-Type": "application/json"})
-print(urllib.request.urlopen(request, timeout=10, context=tls).status)
-"""
-
-
-def freeze_alices_launcher() -> tuple[str, str]:
-    """(node, pid) of alice's batch script, frozen before her server reported a port."""
-    caught: dict[str, str] = {}
-
-    def watch(node: str) -> None:
-        pid = node_exec(node, FREEZE, check=False).strip()
-        if pid:
-            caught[node] = pid
-            for other in COMPUTE_NODES:  # the job is here: stop watching elsewhere
-                if other != node:
-                    node_exec(other, "pkill -f 'seq 1 2400'", check=False)
-
-    threads = [threading.Thread(target=watch, args=(n,)) for n in COMPUTE_NODES]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=150)
-    assert len(caught) == 1, f"alice's server process was not found on one node: {caught}"
-    return next(iter(caught.items()))
-
-
-def test_a_listener_with_another_users_certificate_on_the_reported_port_is_refused(
-    no_server, alice, bob
-):
-    """bob binds the port alice's job reported before her server does, and answers with his
-    own server's certificate (same CA, valid for the node): the hub refuses it, cancels the
-    job, and nothing is sent there."""
-    bob.start_server({"profile": "small"})
-    (bob_job,) = slurm_jobs("bob")
-    bob_tls = tls_folder("bob", bob_job.node)
-    bob_cert = node_exec(bob_job.node, f"cat {bob_tls}/server.crt", user="bob")
-    bob_key = node_exec(bob_job.node, f"cat {bob_tls}/server.key", user="bob")
-
-    since = node_exec(LOGIN, "date '+%Y-%m-%d %H:%M:%S'").strip()
-    assert alice.request_server({"profile": "small"}).status_code in (201, 202)
-    node, pid = freeze_alices_launcher()
-    # Frozen before her report (then her job's report below names bob's port), or after her
-    # report but before her server bound the port (then bob takes that very port).
-    reported = hub_journal(since, r"alice: notebook job reported port (\d+)")
-    port = reported[-1] if reported else str(random.randint(20000, 29999))  # noqa: S311
-    listening = node_exec(node, f"ss -ltnH '( sport = :{port} )'").strip()
-    assert not listening, "alice's server had bound its port before it could be frozen"
-    try:
-        # bob, on alice's node, with his own certificate and key, holds a port ...
-        folder = node_exec(node, "mktemp -d", user="bob").strip()
-        for name, text in (("server.crt", bob_cert), ("server.key", bob_key)):
-            node_exec(node, f"printf %s {shlex.quote(text)} > {folder}/{name}", user="bob")
-        out = f"{folder}/seen.json"
-        node_exec(
-            node,
-            f"nohup python3 -c {shlex.quote(IMPOSTOR)} {port} {folder}/server.crt "
-            f"{folder}/server.key {out} 40 >/dev/null 2>&1 &",
-            user="bob",
-        )
-        time.sleep(1)
-        # ... and alice's job reports that very port (as if bob got it between her report
-        # and her bind): her job's own token and certificate, from her batch script.
-        if not reported:
-            assert run_python(node, REPORT, pid, port, user="root") == "200"
-        # The hub checks the port, meets bob's certificate and gives up the spawn.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and alice.server_model() is not None:
-            time.sleep(0.5)
-        assert alice.server_model() is None, "the spawn went on with bob's listener"
-        refusals = hub_journal(since, r"alice: (The port \d+ your notebook job .*)")
-        assert refusals and "another server's certificate" in refusals[-1], refusals
-        audit = node_exec(LOGIN, f"journalctl -t hpchub-audit -o cat --since '{since}'")
-        assert '"event": "spawn_refused"' in audit and f"{node}:{port}" in audit
-        seen = json.loads(node_exec(node, f"cat {out}", user="bob"))
-        assert seen["connections"] >= 1  # the hub did look ...
-        assert "token" not in seen["received"].lower()  # ... and sent nothing
-        assert "cookie" not in seen["received"].lower() and "GET" not in seen["received"]
-        # No route leads alice's browser to bob.
-        assert "bob-squatter" not in alice.server_api("GET", "api/status").text
-    finally:
-        node_exec(node, f"kill -CONT {pid}; pkill -CONT -u alice", check=False)
-        node_exec(node, "pkill -u bob -f seen.json", check=False)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and slurm_jobs("alice"):
-        time.sleep(1)
-    assert not slurm_jobs("alice"), "alice's job was not cancelled"
