@@ -8,7 +8,9 @@ values, as a `ResourceRequest`, ever reach the batch script. Errors are `Options
 whose message is written for the user who filled in the form.
 
 `resolve_request` reads top to bottom like the decision it makes: parse the options,
-choose the profile, choose the partition, check the limits, check the account.
+choose the profile, choose the partition, check the limits, the GPU type, the node
+features, then the account, its QOS and the reservation against what Slurm says the user
+may use (`UserAccess`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, fields
 
-from .cluster import Partition
+from .cluster import Associations, Partition, Reservation
 from .settings import NAME_PATTERN, Profile, SpawnerSettings
 
 
@@ -31,7 +33,7 @@ class Option:
 
     name: str
     label: str
-    kind: str  # "profile", "name", "whole" or "hours"
+    kind: str  # "profile", "name", "whole", "hours" or "constraint"
     minimum: float = 0
     step: float = 1
 
@@ -43,12 +45,30 @@ OPTIONS = (
     Option("memory_gb", "Memory (GB)", "whole", minimum=1),
     Option("walltime_hours", "Walltime (hours)", "hours", minimum=0.25, step=0.25),
     Option("gpus", "GPUs", "whole", minimum=0),
+    Option("gpu_type", "GPU type", "name"),
     Option("account", "Slurm account", "name"),
+    Option("qos", "QOS", "name"),
+    Option("reservation", "Reservation", "name"),
+    Option("constraint", "Node features", "constraint"),
 )
 OPTION_NAMES = tuple(o.name for o in OPTIONS)
 # What a user may change in a profile (each is also a field of settings.Profile).
 RESOURCE_OPTIONS = OPTION_NAMES[1:]
 _LARGEST_NUMBER = 10**9  # anything larger is out of every range (and would overflow floats)
+# Node features joined by "&" (all of them on the node): the only constraint form offered.
+FEATURE_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+CONSTRAINT_PATTERN = rf"{FEATURE_PATTERN}(&{FEATURE_PATTERN}){{0,7}}"
+
+
+@dataclass(frozen=True)
+class UserAccess:
+    """What Slurm lets one user use, for validation: their associations (None when the hub
+    does not read them: accounts and QOS are then only the profile's) and the cluster's
+    reservations (the user's are picked by Reservation.usable_by)."""
+
+    username: str
+    associations: Associations | None = None
+    reservations: dict[str, Reservation] | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +83,17 @@ class ResourceRequest:
     gpus: int
     account: str
     sbatch_options: tuple[str, ...] = ()
+    gpu_type: str = ""
+    qos: str = ""
+    reservation: str = ""
+    constraint: str = ""
+
+    @property
+    def gres(self) -> str:
+        """The --gres value ("" without GPUs): gpu:N or gpu:TYPE:N."""
+        if not self.gpus:
+            return ""
+        return f"gpu:{self.gpu_type}:{self.gpus}" if self.gpu_type else f"gpu:{self.gpus}"
 
     def to_state(self) -> dict:
         return {**asdict(self), "sbatch_options": list(self.sbatch_options)}
@@ -82,9 +113,16 @@ class ResourceRequest:
             f"{format_walltime(self.walltime_minutes)} on partition {self.partition}"
         )
         if self.gpus:
-            text += f", {self.gpus} GPU{'s' * (self.gpus != 1)}"
+            kind = f" {self.gpu_type}" if self.gpu_type else ""
+            text += f", {self.gpus}{kind} GPU{'s' * (self.gpus != 1)}"
+        if self.constraint:
+            text += f", features {self.constraint}"
         if self.account:
             text += f", account {self.account}"
+        if self.qos:
+            text += f", QOS {self.qos}"
+        if self.reservation:
+            text += f", reservation {self.reservation}"
         return text
 
 
@@ -128,13 +166,27 @@ def _name(name: str, value) -> str:
     return value
 
 
+def _constraint(name: str, value) -> str:
+    if not isinstance(value, str) or not re.fullmatch(CONSTRAINT_PATTERN, value):
+        raise OptionsError(
+            f"{name} {value!r} is not a node feature or features joined by & (e.g. avx512&gpu)"
+        )
+    return value
+
+
 def _profile_key(name: str, value) -> str:
     if not isinstance(value, str):
         raise OptionsError(f"{name} must be the key of a profile, got {value!r}")
     return value
 
 
-_PARSERS = {"profile": _profile_key, "name": _name, "whole": _whole_number, "hours": _hours}
+_PARSERS = {
+    "profile": _profile_key,
+    "name": _name,
+    "whole": _whole_number,
+    "hours": _hours,
+    "constraint": _constraint,
+}
 
 
 def _single(name: str, value):
@@ -281,37 +333,145 @@ def check_limits(
     return cores, memory_gb, gpus, math.ceil(hours * 60)
 
 
-def choose_account(options: dict, profile: Profile, accounts: list[str] | None) -> str:
-    """The profile's account, or one of the user's (None: the hub does not offer accounts)."""
+def _listing(values) -> str:
+    return ", ".join(values) if values else "none"
+
+
+def check_gpu_type(options: dict, profile: Profile, partition: Partition, gpus: int) -> str:
+    """The GPU type ("" = any): one the partition's nodes have, in the number asked for."""
+    gpu_type = options.get("gpu_type", profile.gpu_type)
+    if not gpu_type:
+        return ""
+    types = dict(partition.gpu_types)
+    if gpu_type not in types or not gpu_type:
+        raise OptionsError(
+            f"gpu_type {gpu_type!r} is not in partition {partition.name}; GPU types there: "
+            f"{_listing(t for t in types if t)}"
+        )
+    if gpus < 1:
+        raise OptionsError(f"gpu_type {gpu_type!r} needs gpus of at least 1")
+    if gpus > types[gpu_type]:
+        raise OptionsError(
+            f"{gpus} {gpu_type} GPUs requested, but nodes in partition {partition.name} "
+            f"have at most {types[gpu_type]}"
+        )
+    return gpu_type
+
+
+def check_constraint(options: dict, profile: Profile, partition: Partition) -> str:
+    """Node features: each known in the partition, and all of them on one usable node."""
+    constraint = options.get("constraint", profile.constraint)
+    if not constraint:
+        return ""
+    wanted = set(constraint.split("&"))
+    unknown = sorted(wanted - set(partition.features))
+    if unknown:
+        raise OptionsError(
+            f"constraint: feature {', '.join(map(repr, unknown))} is not offered in partition "
+            f"{partition.name}; features there: {_listing(partition.features)}"
+        )
+    if not any(wanted <= set(node) for node in partition.node_features):
+        raise OptionsError(
+            f"constraint {constraint!r}: no node in partition {partition.name} has all of "
+            f"these features; its nodes offer: "
+            + "; ".join(",".join(node) for node in partition.node_features)
+        )
+    return constraint
+
+
+def choose_account(options: dict, profile: Profile, access: UserAccess) -> str:
+    """The profile's account, or one of the user's (no associations: the profile's only)."""
     account = options.get("account", profile.account)
     if not account:
         return ""
-    if accounts is None:
+    if access.associations is None:
         if account != profile.account:
-            raise OptionsError("this hub does not let you choose a Slurm account")
-    elif account not in accounts:
+            raise OptionsError("account: this hub does not let you choose a Slurm account")
+    elif account not in access.associations.qos:
         raise OptionsError(
-            f"you cannot use Slurm account {account!r}"
-            + (f"; your accounts: {', '.join(accounts)}" if accounts else "")
+            f"account: you cannot use Slurm account {account!r}; your accounts: "
+            f"{_listing(access.associations.accounts)}"
         )
     return account
+
+
+def choose_qos(options: dict, profile: Profile, access: UserAccess, account: str) -> str:
+    """A QOS of the association the job runs under (the account, or the default one)."""
+    qos = options.get("qos", profile.qos)
+    if not qos:
+        return ""
+    if access.associations is None:
+        if qos != profile.qos:
+            raise OptionsError("qos: this hub does not let you choose a QOS")
+        return qos
+    under = account or access.associations.default_account
+    allowed = access.associations.qos.get(under, ())
+    if qos not in allowed:
+        raise OptionsError(
+            f"qos: you cannot use QOS {qos!r} with account {under or '(none)'!r}; "
+            f"allowed: {_listing(allowed)}"
+        )
+    return qos
+
+
+def usable_reservations(access: UserAccess) -> dict[str, Reservation]:
+    """Active reservations the user may run in (by name or through one of their accounts)."""
+    accounts = access.associations.accounts if access.associations else []
+    return {
+        name: r
+        for name, r in (access.reservations or {}).items()
+        if r.active and r.usable_by(access.username, accounts)
+    }
+
+
+def choose_reservation(
+    options: dict, profile: Profile, access: UserAccess, partition: Partition, account: str
+) -> str:
+    name = options.get("reservation", profile.reservation)
+    if not name:
+        return ""
+    usable = usable_reservations(access)
+    reservation = usable.get(name)
+    if reservation is None:
+        raise OptionsError(
+            f"reservation: {name!r} is not an active reservation you may use; yours: "
+            f"{_listing(sorted(usable))}"
+        )
+    if reservation.nodes and not set(reservation.nodes) & set(partition.nodes):
+        raise OptionsError(
+            f"reservation: {name!r} holds no node of partition {partition.name} "
+            f"(its nodes: {', '.join(reservation.nodes)})"
+        )
+    accounts = access.associations.accounts if access.associations else []
+    admitted = reservation.accounts_for(access.username, accounts)
+    charged = account or (access.associations.default_account if access.associations else "")
+    if charged and admitted and charged not in admitted:
+        raise OptionsError(
+            f"reservation: {name!r} admits your accounts {_listing(admitted)}, "
+            f"not {charged!r}; choose one of those as account"
+        )
+    return name
 
 
 def resolve_request(
     user_options,
     settings: SpawnerSettings,
     partitions: dict[str, Partition],
-    accounts: list[str] | None = None,
+    access: UserAccess | None = None,
 ) -> ResourceRequest:
     """Validate user options against the profiles and the cluster; return the request.
 
-    `partitions` are the offered partitions (see offered_partitions); `accounts` the
-    user's Slurm accounts when the site uses them (None: accounts are not offered).
+    `partitions` are the offered partitions (see offered_partitions); `access` what Slurm
+    lets the user use (associations, reservations; default: nothing beyond the profile).
     """
+    access = access or UserAccess(username="")
     options = parse_options(user_options)
     profile = choose_profile(options, settings)
     partition = choose_partition(options, profile, partitions)
     cores, memory_gb, gpus, minutes = check_limits(options, profile, partition, settings)
+    gpu_type = check_gpu_type(options, profile, partition, gpus)
+    constraint = check_constraint(options, profile, partition)
+    account = choose_account(options, profile, access)
     return ResourceRequest(
         profile=profile.key,
         partition=partition.name,
@@ -319,6 +479,10 @@ def resolve_request(
         memory_gb=memory_gb,
         walltime_minutes=minutes,
         gpus=gpus,
-        account=choose_account(options, profile, accounts),
+        account=account,
         sbatch_options=tuple(profile.sbatch_options),
+        gpu_type=gpu_type,
+        qos=choose_qos(options, profile, access, account),
+        reservation=choose_reservation(options, profile, access, partition, account),
+        constraint=constraint,
     )

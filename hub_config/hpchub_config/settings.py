@@ -141,7 +141,24 @@ class Profile:
     memory_gb: int = setting(2, doc="Memory in GB.", minimum=1)
     walltime_hours: float = setting(1.0, doc="Walltime in hours.", minimum=0.1)
     gpus: int = setting(0, doc="GPUs (--gres=gpu:N).", minimum=0)
+    gpu_type: str = setting(
+        "", doc="GPU type (--gres=gpu:TYPE:N); empty = any.", pattern=f"({NAME_PATTERN})?"
+    )
     account: str = setting("", doc="Slurm account; empty = none.", pattern=f"({NAME_PATTERN})?")
+    qos: str = setting(
+        "",
+        doc="Slurm QOS (--qos); empty = the association's default.",
+        pattern=f"({NAME_PATTERN})?",
+    )
+    reservation: str = setting(
+        "", doc="Slurm reservation (--reservation); empty = none.", pattern=f"({NAME_PATTERN})?"
+    )
+    constraint: str = setting(
+        "",
+        doc="Node features, joined by & (--constraint); empty = any node.",
+        pattern=r"([A-Za-z0-9][A-Za-z0-9_.-]{0,63}(&[A-Za-z0-9][A-Za-z0-9_.-]{0,63}){0,7})?",
+        pattern_hint="empty or node features joined by &",
+    )
     sbatch_options: list[str] = setting(
         [],
         doc="Extra plain sbatch options, e.g. --qos=interactive.",
@@ -328,7 +345,10 @@ class SpawnerSettings:
         minimum=0.1,
     )
     cluster_info_ttl: int = setting(
-        60, doc="Seconds the partition limits read from sinfo are cached.", minimum=0
+        60,
+        doc="Seconds the cluster data (partitions, free resources, reservations, each user's "
+        "associations) is served before a background refresh.",
+        minimum=0,
     )
     default_url: str = setting("/lab", doc="Page users land on.", pattern=URL_PATH_PATTERN)
     allow_custom_resources: bool = setting(
@@ -343,7 +363,9 @@ class SpawnerSettings:
         24.0, doc="Walltime cap (hours) for partitions without a MaxTime.", minimum=0.1
     )
     accounts_from_slurmdbd: bool = setting(
-        False, doc="Offer the user's Slurm accounts (needs slurmdbd: sacctmgr)."
+        False,
+        doc="Offer the user's Slurm accounts and QOS (needs slurmdbd; read with "
+        "`hpchub-slurm assoc USER`, as the user).",
     )
 
     def profile(self, key: str) -> Profile | None:

@@ -54,6 +54,7 @@ from .options import (
     OPTION_NAMES,
     OptionsError,
     ResourceRequest,
+    UserAccess,
     offered_partitions,
     resolve_request,
 )
@@ -75,7 +76,10 @@ BATCH_SCRIPT = """#!/bin/bash
 #SBATCH --time={{request.walltime_minutes}}
 {% if request.partition %}#SBATCH --partition={{request.partition}}
 {% endif %}{% if request.account %}#SBATCH --account={{request.account}}
-{% endif %}{% if request.gpus %}#SBATCH --gres=gpu:{{request.gpus}}
+{% endif %}{% if request.qos %}#SBATCH --qos={{request.qos}}
+{% endif %}{% if request.reservation %}#SBATCH --reservation={{request.reservation}}
+{% endif %}{% if request.constraint %}#SBATCH --constraint={{request.constraint}}
+{% endif %}{% if request.gres %}#SBATCH --gres={{request.gres}}
 {% endif %}{% for option in request.sbatch_options %}#SBATCH {{option}}
 {% endfor %}
 # A JupyterLab server for {{username}}, started by the hub {{hub_name}} (hpchub).
@@ -754,28 +758,28 @@ class ProfilesSlurmSpawner(ProfilesSpawner):
     @property
     def cluster(self):
         spawner = self.settings.spawner
-        return cluster_info(spawner.slurm_bin_dir, spawner.cluster_info_ttl)
+        helper = (spawner.sudo, "-n", spawner.slurm_helper)
+        return cluster_info(spawner.slurm_bin_dir, spawner.cluster_info_ttl, helper)
 
-    async def _accounts(self) -> list[str] | None:
-        if not self.settings.spawner.accounts_from_slurmdbd:
-            return None
-        return await self.cluster.accounts(self.user.name)
-
-    async def _partitions(self):
-        return offered_partitions(await self.cluster.partitions(), self.settings.spawner.partitions)
+    async def _access(self, max_age: float | None = None) -> tuple[dict, UserAccess]:
+        """The offered partitions and what Slurm lets this user use (cached, see cluster.py)."""
+        spawner = self.settings.spawner
+        snapshot = await self.cluster.snapshot(max_age)
+        associations = None
+        if spawner.accounts_from_slurmdbd:
+            associations = await self.cluster.associations(self.user.name, max_age)
+        partitions = offered_partitions(snapshot.partitions, spawner.partitions)
+        return partitions, UserAccess(self.user.name, associations, snapshot.reservations)
 
     async def resolve(self, user_options) -> ResourceRequest:
-        return resolve_request(
-            user_options,
-            self.settings.spawner,
-            await self._partitions(),
-            accounts=await self._accounts(),
-        )
+        # A spawn is checked against data no older than the TTL (a form may show older).
+        partitions, access = await self._access(max_age=self.settings.spawner.cluster_info_ttl)
+        return resolve_request(user_options, self.settings.spawner, partitions, access)
 
     async def get_options_form(self):
         try:
-            partitions = await self._partitions()
-            accounts = await self._accounts()
+            partitions, access = await self._access()
+            accounts = access.associations.accounts if access.associations else None
         except ClusterQueryError as e:
             self.log.error("Cannot read partitions from Slurm for the form: %s", e)
             return (

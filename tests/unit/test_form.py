@@ -54,6 +54,10 @@ def test_previous_choice_is_preselected_and_accounts_offered(partitions):
         "memory_gb": 4,
         "walltime_hours": 4.0,
         "gpus": 0,
+        "gpu_type": "",
+        "qos": "",
+        "reservation": "",
+        "constraint": "",
     }
     assert 'name="account"' in html and 'value="chem"' in html
 

@@ -154,6 +154,7 @@ def test_allowed_groups_are_checked_with_primary_and_supplementary_groups(helper
         (["cancel", "alice", "123456"], ("cancel", "alice", "123456")),
         (["submit", "_svc.x-1"], ("submit", "_svc.x-1", None)),
         (["jobs"], ("jobs", None, None)),
+        (["assoc", "alice"], ("assoc", "alice", None)),
     ],
 )
 def test_slurm_helper_accepts_its_verbs(args, expected):
@@ -190,6 +191,13 @@ def test_slurm_helper_accepts_its_verbs(args, expected):
         ["jobs", "--format=%all"],
         ["jobs", ""],
         ["JOBS"],
+        ["assoc"],
+        ["assoc", "alice", "bob"],
+        ["assoc", "alice", "42"],
+        ["assoc", "name=alice"],
+        ["assoc", "alice,bob"],
+        ["assoc", "-u"],
+        ["assoc", "Alice"],
     ],
 )
 def test_slurm_helper_refuses_everything_else(args):
@@ -439,7 +447,7 @@ def fake_slurm_root():
     root.chmod(0o755)
     bin_dir = root / "bin"
     bin_dir.mkdir(mode=0o755)
-    for program in ("sbatch", "squeue", "scancel"):
+    for program in ("sbatch", "squeue", "scancel", "sacctmgr"):
         (bin_dir / program).write_text(STUB)
         (bin_dir / program).chmod(0o755)
     daemon = pwd.getpwnam("daemon")
@@ -510,6 +518,22 @@ def test_query_and_cancel_run_their_fixed_commands(fake_slurm_root):
     assert "args=-h -j 42 -o %T|%B|%r" in query.stdout.splitlines()
     cancel = run_helper(config, ["cancel", "daemon", "42"])
     assert "args=42" in cancel.stdout.splitlines() and "/bin/scancel" in cancel.stdout
+
+
+@needs_root
+def test_assoc_runs_sacctmgr_as_the_user_for_the_users_own_associations(fake_slurm_root):
+    config, daemon = fake_slurm_root
+    result = run_helper(config, ["assoc", "daemon"])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "/bin/sacctmgr" in result.stdout
+    assert (
+        "args=-nP show user withassoc where name=daemon "
+        "format=DefaultAccount,Account,Partition,QOS,DefaultQOS"
+    ) in lines
+    uid = daemon.pw_uid
+    assert f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}" in lines
+    assert run_helper(config, ["assoc", "root"]).returncode == 2
 
 
 @needs_root

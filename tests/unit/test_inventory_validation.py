@@ -185,6 +185,15 @@ def test_value_of_the_wrong_type_fails_before_any_role_runs(inventory):
     )
 
 
+def test_a_user_in_an_undeclared_slurm_account_fails_before_any_host_is_touched(inventory):
+    users = [{"name": "alice", "accounts": ["hpcusers", "astronomy"]}]
+    write_vars(inventory, "group_vars/all/zz-assoc.yml", {"slurm_accounting_users": users})
+    assert_preflight_failed(
+        run_playbook(inventory, "site.yml"),
+        "slurm_accounting_users (alice): account 'astronomy' is not declared",
+    )
+
+
 def test_unknown_partition_key_fails_naming_it(inventory):
     partitions = [{"name": "batch", "default": True, "maxtime": "1:00:00"}]
     write_vars(inventory, "group_vars/all/zz-typo.yml", {"slurm_partitions": partitions})

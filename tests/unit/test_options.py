@@ -4,7 +4,8 @@ import dataclasses
 import re
 
 import pytest
-from hpchub_config.options import OptionsError, resolve_request
+from hpchub_config.cluster import Associations
+from hpchub_config.options import OptionsError, UserAccess, resolve_request
 from hpchub_config.settings import Profile, SpawnerSettings
 
 SETTINGS = SpawnerSettings(
@@ -32,9 +33,13 @@ SETTINGS = SpawnerSettings(
 
 
 def resolve(options, partitions, accounts=None, **settings):
-    return resolve_request(
-        options, dataclasses.replace(SETTINGS, **settings), partitions, accounts=accounts
-    )
+    associations = None
+    if accounts is not None:
+        associations = Associations(
+            accounts[0] if accounts else "", dict.fromkeys(accounts, ()), {}
+        )
+    access = UserAccess("alice", associations)
+    return resolve_request(options, dataclasses.replace(SETTINGS, **settings), partitions, access)
 
 
 def refusal(options, partitions, **kwargs):

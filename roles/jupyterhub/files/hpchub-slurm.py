@@ -8,7 +8,13 @@ nothing else (/etc/sudoers.d/hpchub-jupyterhub). It accepts exactly:
     hpchub-slurm query  USER JOBID                            squeue -h -j JOBID -o %T|%B|%r
     hpchub-slurm final  USER JOBID                            squeue -h -t all -j JOBID -o %T|%r
     hpchub-slurm cancel USER JOBID                            scancel JOBID
+    hpchub-slurm assoc  USER                                  sacctmgr -nP show user withassoc
+                                                              where name=USER format=(fixed)
     hpchub-slurm jobs                (no arguments)           squeue, as root: see below
+
+`assoc` prints USER's own associations (default account, accounts, QOS) for the spawn
+form: under Slurm's PrivateData only the user (or an operator) may read them, so it runs
+as USER like the other verbs.
 
 `jobs` is the hub's one view of the cluster: a single squeue for every notebook job of the
 hub, instead of one query per server. It runs squeue as root (under Slurm's PrivateData a
@@ -41,20 +47,34 @@ import subprocess
 import sys
 
 CONFIG_PATH = "/etc/hpchub/helpers.json"
-USAGE = "usage: hpchub-slurm submit USER | {query,final,cancel} USER JOBID | jobs"
+USAGE = "usage: hpchub-slurm {submit,assoc} USER | {query,final,cancel} USER JOBID | jobs"
 POSIX_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
 JOB_ID = re.compile(r"[0-9]{1,12}")
 SAFE_PATH = re.compile(r"/[A-Za-z0-9_.,+@%/-]*")
 HUB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # the hub settings' name pattern
 # Never a person: nobody, and (uid_t)-1 / -2 in 16 and 32 bits.
 NEVER_UIDS = frozenset({65534, 65535, 4294967294, 4294967295})
-# Each verb: the Slurm program and its arguments; None stands for JOBID.
+# Each verb: the Slurm program and its arguments; None stands for JOBID, "{user}" in an
+# argument for the (checked) USER.
 COMMANDS = {
     "submit": ("sbatch", ("--parsable",)),
     "query": ("squeue", ("-h", "-j", None, "-o", "%T|%B|%r")),
     "final": ("squeue", ("-h", "-t", "all", "-j", None, "-o", "%T|%r")),
     "cancel": ("scancel", (None,)),
+    "assoc": (
+        "sacctmgr",
+        (
+            "-nP",
+            "show",
+            "user",
+            "withassoc",
+            "where",
+            "name={user}",
+            "format=DefaultAccount,Account,Partition,QOS,DefaultQOS",
+        ),
+    ),
 }
+ONE_ARGUMENT_VERBS = ("submit", "assoc")
 # `jobs`: all jobs Slurm still knows (-t all: finished ones while MinJobAge keeps them; -a:
 # hidden partitions too), one line each; the job name comes last (it may contain "|").
 JOBS_COMMAND = ("squeue", ("-h", "-a", "-t", "all", "-o", "%i|%U|%T|%B|%r|%j"))
@@ -80,7 +100,7 @@ def parse_args(args: list[str]) -> tuple[str, str | None, str | None]:
     if not args or args[0] not in COMMANDS:
         raise Refused(USAGE)
     verb = args[0]
-    wanted = 1 if verb == "submit" else 2
+    wanted = 1 if verb in ONE_ARGUMENT_VERBS else 2
     if len(args) - 1 != wanted:
         raise Refused(f"{verb} takes {wanted} argument(s), got {len(args) - 1}; {USAGE}")
     user = args[1]
@@ -159,11 +179,11 @@ def check_account(user: str, config: dict) -> pwd.struct_passwd:
     return entry
 
 
-def slurm_command(config: dict, verb: str, job_id: str | None) -> list[str]:
+def slurm_command(config: dict, verb: str, job_id: str | None, user: str = "") -> list[str]:
     """The fixed Slurm command line of a verb (absolute program path first)."""
     program, args = COMMANDS[verb]
     path = os.path.join(config["slurm_bin_dir"], program)
-    return [path, *(job_id if a is None else a for a in args)]
+    return [path, *(job_id if a is None else a.replace("{user}", user) for a in args)]
 
 
 def jobs_command(config: dict) -> list[str]:
@@ -271,7 +291,7 @@ def main(args: list[str] | None = None, config_path: str = CONFIG_PATH, owner: i
         if verb == "jobs":
             return run_jobs(config)
         entry = check_account(user, config)
-        argv = slurm_command(config, verb, job_id)
+        argv = slurm_command(config, verb, job_id, entry.pw_name)
         env = environment(entry)
         os.umask(0o022)
         become(entry)
