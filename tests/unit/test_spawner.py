@@ -9,6 +9,7 @@ import subprocess
 import pytest
 from batchspawner import JobStatus
 from conftest import fake_hub, fake_user
+from hpchub_config.cluster import ClusterSnapshot
 from hpchub_config.jobs import JobWatcher
 from hpchub_config.options import OptionsError, ResourceRequest
 from hpchub_config.spawner import (
@@ -82,6 +83,32 @@ def test_batch_script_has_the_validated_resources(wrapper):
     assert "--gres" not in script and "--account" not in script
 
 
+def test_batch_script_carries_gres_account_qos_reservation_and_constraint(wrapper):
+    import dataclasses
+
+    request = dataclasses.replace(
+        REQUEST,
+        sbatch_options=(),
+        gpus=2,
+        gpu_type="a100",
+        account="physics",
+        qos="interactive",
+        reservation="maint",
+        constraint="avx2&gpu",
+    )
+    script = script_of(child_for(wrapper, request))
+    for line in [
+        "#SBATCH --gres=gpu:a100:2",
+        "#SBATCH --account=physics",
+        "#SBATCH --qos=interactive",
+        "#SBATCH --reservation=maint",
+        "#SBATCH --constraint=avx2&gpu",
+    ]:
+        assert line in script.splitlines()
+    untyped = script_of(child_for(wrapper, dataclasses.replace(request, gpu_type="")))
+    assert "#SBATCH --gres=gpu:2" in untyped.splitlines()
+
+
 def test_user_options_never_reach_the_batch_script(wrapper):
     wrapper.user_options = {"profile": "medium", "runtime": "1:00\n#SBATCH --uid=0"}
     child = child_for(wrapper)
@@ -111,10 +138,10 @@ def test_start_without_a_validated_request_is_refused(wrapper):
 
 
 def test_apply_user_options_refuses_with_http_400(wrapper, partitions, monkeypatch):
-    async def fake_partitions():
-        return partitions
+    async def fake_snapshot(max_age=None):
+        return ClusterSnapshot(partitions)
 
-    monkeypatch.setattr(wrapper.cluster, "partitions", fake_partitions)
+    monkeypatch.setattr(wrapper.cluster, "snapshot", fake_snapshot)
     hook = wrapper.apply_user_options
     with pytest.raises(web.HTTPError) as info:
         asyncio.run(hook(wrapper, {"profile": "nope"}))
@@ -127,10 +154,10 @@ def test_apply_user_options_refuses_with_http_400(wrapper, partitions, monkeypat
 
 
 def test_form_errors_come_back_as_value_errors(wrapper, partitions, monkeypatch):
-    async def fake_partitions():
-        return partitions
+    async def fake_snapshot(max_age=None):
+        return ClusterSnapshot(partitions)
 
-    monkeypatch.setattr(wrapper.cluster, "partitions", fake_partitions)
+    monkeypatch.setattr(wrapper.cluster, "snapshot", fake_snapshot)
     options = asyncio.run(
         wrapper.options_from_form({"profile": ["medium"], "cores": ["3"], "_xsrf": ["x"]})
     )
@@ -412,10 +439,10 @@ def test_refused_form_options_are_audited(wrapper, partitions, monkeypatch):
 
     from hpchub_config import audit
 
-    async def fake_partitions():
-        return partitions
+    async def fake_snapshot(max_age=None):
+        return ClusterSnapshot(partitions)
 
-    monkeypatch.setattr(wrapper.cluster, "partitions", fake_partitions)
+    monkeypatch.setattr(wrapper.cluster, "snapshot", fake_snapshot)
     lines = []
     handler = logging.Handler()
     handler.emit = lambda record: lines.append(record.getMessage())
