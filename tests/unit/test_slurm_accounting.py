@@ -144,7 +144,9 @@ def declaration(**changes):
         "qos": QOS,
         "accounts": ACCOUNTS,
         "users": USERS,
-        "gres": {"node2": [{"name": "gpu", "type": "a100", "count": 2}]},
+        "gres": {
+            "node2": [{"name": "gpu", "type": "a100", "count": 2, "file": "/dev/null,/dev/zero"}]
+        },
         "extra": {},
     }
     values.update(changes)
@@ -194,6 +196,10 @@ def test_the_testbed_like_declaration_passes():
         ({"qos": [{"name": "q", "max_wall": "4h"}]}, "slurm_accounting_qos[0].max_wall"),
         ({"gres": {"node2": [{"name": "gpu", "count": 0}]}}, "slurm_node_gres[0] of host node2"),
         ({"extra": {"node2": {"Gres": "gpu:2"}}}, "sets both slurm_node_gres and Gres"),
+        (
+            {"gres": {"node2": [{"name": "gpu", "type": "a100", "count": 2}]}},
+            "slurm_node_gres[0] of host node2: a gpu needs file",
+        ),
     ],
 )
 def test_a_wrong_declaration_is_refused_naming_the_key(changes, message):

@@ -170,6 +170,12 @@ def slurm_accounting_problems(values: dict) -> list[str]:
             count = entry.get("count")
             if not isinstance(count, int) or isinstance(count, bool) or count < 1:
                 problems.append(f"{where}: count {count!r} must be a whole number of at least 1.")
+            if entry.get("name") == "gpu" and not entry.get("file"):
+                problems.append(
+                    f"{where}: a gpu needs file (its device files, e.g. /dev/nvidia[0-1]): "
+                    "slurmd drops a GPU without one and the node becomes INVAL. Without "
+                    'hardware, point them at existing devices, e.g. "/dev/null,/dev/zero".'
+                )
         if entries and "Gres" in (values.get("extra") or {}).get(host, {}):
             problems.append(
                 f"host {host} sets both slurm_node_gres and Gres in slurm_node_extra: keep "
