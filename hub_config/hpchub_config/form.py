@@ -92,6 +92,8 @@ def render_form(
                 f"{p.name}: up to {p.max_cores} cores, {p.max_memory_mb // 1024} GB, "
                 f"{format_walltime(round(limit * 60))}"
                 + (f", {p.max_gpus} GPUs" if p.max_gpus else "")
+                + f"; free now: {p.free_cores} cores, {p.free_memory_mb // 1024} GB"
+                + "".join(f", {n} {t or 'GPU'}" for t, n in p.free_gpus)
             )
             html.append(f"<option {_attrs(value=p.name)}>{escape(label)}</option>")
         html.append("</select>")

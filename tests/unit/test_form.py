@@ -34,6 +34,17 @@ def test_form_lists_profiles_partitions_and_limits(partitions):
     assert 'name="account"' not in html
 
 
+def test_partitions_show_what_is_free_now(partitions):
+    busy = {
+        "gpu": dataclasses.replace(
+            partitions["gpu"], free_cores=5, free_memory_mb=20480, free_gpus=(("a100", 1),)
+        )
+    }
+    assert "gpu: up to 8 cores, 62 GB, 24 h, 2 GPUs; free now: 5 cores, 20 GB, 1 a100" in render(
+        busy
+    )
+
+
 def test_no_gpu_field_without_gpus_and_no_resources_when_fixed(partitions):
     cpu_only = {"batch": partitions["batch"]}
     html = render(cpu_only)
