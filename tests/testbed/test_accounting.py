@@ -167,3 +167,15 @@ def test_the_associations_module_changes_nothing_when_slurmdbd_matches_and_repai
     assert "00:01:00" in node_exec(CONTROLLER, f"sacctmgr -nP show qos {qos} format=MaxWall")
     assert run_module(check=False)["changed"] is True
     assert run_module(check=True)["changed"] is False
+
+
+def test_the_hub_reads_a_users_associations_through_its_helper_only():
+    from .test_hub_security import SLURM_HELPER, as_hub
+
+    own = as_hub("sudo", "-n", SLURM_HELPER, "assoc", "alice")
+    assert own.returncode == 0, own.stderr
+    accounts = {line.split("|")[1] for line in own.stdout.splitlines()}
+    assert accounts == set(accounts_of("alice"))
+    for argv in (["assoc", "root"], ["assoc", "alice,bob"], ["assoc", "alice", "bob"]):
+        refused = as_hub("sudo", "-n", SLURM_HELPER, *argv)
+        assert refused.returncode == 2 and refused.stdout == "", argv
