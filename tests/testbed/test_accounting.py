@@ -107,7 +107,8 @@ def test_a_typed_gpu_job_lands_on_the_gpu_node_with_its_gres():
 
 def test_a_feature_constraint_picks_the_node_that_has_it():
     node, features = next((n, f) for n, f in FEATURES.items() if n != GPU_NODE and f[0])
-    out = run_as("alice", f"timeout {JOB_TIMEOUT} srun --constraint={features[0]} -t 1 --mem=100M hostname")
+    command = f"srun --constraint={features[0]} -t 1 --mem=100M hostname"
+    out = run_as("alice", f"timeout {JOB_TIMEOUT} {command}")
     assert out.strip() == node
 
 
@@ -164,7 +165,8 @@ def test_the_associations_module_changes_nothing_when_slurmdbd_matches_and_repai
         ["modify", "qos", "where", f"name={qos}", "set", f"MaxWall={QOS[qos]['max_wall']}"]
     ]
     # Check mode changed nothing; the real run repairs it, and the next run is a no-op.
-    assert "00:01:00" in node_exec(CONTROLLER, f"sacctmgr -nP show qos where name={qos} format=MaxWall")
+    shown = node_exec(CONTROLLER, f"sacctmgr -nP show qos where name={qos} format=MaxWall")
+    assert "00:01:00" in shown
     assert run_module(check=False)["changed"] is True
     assert run_module(check=True)["changed"] is False
 
