@@ -158,17 +158,21 @@ def run_module(*, check: bool) -> dict:
 def test_the_associations_module_changes_nothing_when_slurmdbd_matches_and_repairs_drift():
     assert run_module(check=True)["changed"] is False
     qos = next(name for name, q in QOS.items() if q.get("max_wall"))
+    wall = QOS[qos]["max_wall"]
     node_exec(CONTROLLER, f"sacctmgr -i modify qos where name={qos} set MaxWall=00:01:00")
-    planned = run_module(check=True)
-    assert planned["changed"] is True
-    assert planned["commands"] == [
-        ["modify", "qos", "where", f"name={qos}", "set", f"MaxWall={QOS[qos]['max_wall']}"]
-    ]
-    # Check mode changed nothing; the real run repairs it, and the next run is a no-op.
-    shown = node_exec(CONTROLLER, f"sacctmgr -nP show qos where name={qos} format=MaxWall")
-    assert "00:01:00" in shown
-    assert run_module(check=False)["changed"] is True
-    assert run_module(check=True)["changed"] is False
+    try:
+        planned = run_module(check=True)
+        assert planned["changed"] is True
+        assert planned["commands"] == [
+            ["modify", "qos", "where", f"name={qos}", "set", f"MaxWall={wall}"]
+        ]
+        # Check mode changed nothing; the real run repairs it, and the next run is a no-op.
+        shown = node_exec(CONTROLLER, f"sacctmgr -nP show qos where name={qos} format=MaxWall")
+        assert "00:01:00" in shown
+        assert run_module(check=False)["changed"] is True
+        assert run_module(check=True)["changed"] is False
+    finally:
+        node_exec(CONTROLLER, f"sacctmgr -i modify qos where name={qos} set MaxWall={wall}")
 
 
 def test_the_hub_reads_a_users_associations_through_its_helper_only():
