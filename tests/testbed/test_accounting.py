@@ -172,7 +172,9 @@ def test_the_associations_module_changes_nothing_when_slurmdbd_matches_and_repai
         assert run_module(check=False)["changed"] is True
         assert run_module(check=True)["changed"] is False
     finally:
-        node_exec(CONTROLLER, f"sacctmgr -i modify qos where name={qos} set MaxWall={wall}")
+        node_exec(
+            CONTROLLER, f"sacctmgr -i modify qos where name={qos} set MaxWall={wall}", check=False
+        )
 
 
 def test_the_hub_reads_a_users_associations_through_its_helper_only():
