@@ -10,6 +10,8 @@ not name (removing associations is a site decision: `sacctmgr delete ...` by han
 
 from __future__ import annotations
 
+import re
+
 from ansible.module_utils.basic import AnsibleModule
 
 DOCUMENTATION = r"""
@@ -340,9 +342,16 @@ def main() -> None:
     )
     sacctmgr = module.params["sacctmgr"]
 
+    no_ops: list[list[str]] = []
+
     def run(args: list[str], *, change: bool = False) -> str:
         argv = [sacctmgr, "-i" if change else "-nP", *args]
         rc, out, err = module.run_command(argv, environ_update={"LANG": "C"})
+        if rc != 0 and change and re.search(r"Nothing (modified|new added)", out + err):
+            # The plan saw a difference that sacctmgr does not: report it, do not fail.
+            no_ops.append(args)
+            module.warn(f"sacctmgr changed nothing for: {' '.join(args)}")
+            return out
         if rc != 0:
             raise SacctmgrError(f"{' '.join(argv)} failed (rc {rc}): {(err or out).strip()}")
         return out
@@ -370,6 +379,7 @@ def main() -> None:
                     break
     except SacctmgrError as e:
         module.fail_json(msg=str(e), commands=commands)
+    commands = [c for c in commands if c not in no_ops]
     module.exit_json(changed=bool(commands), commands=commands)
 
 
