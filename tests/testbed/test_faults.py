@@ -61,7 +61,8 @@ def docker(*args: str) -> None:
 
 
 def node_state(node: str) -> str:
-    return node_exec(LOGIN, f"sinfo -h -n {node} -o %t").strip()
+    # One line per partition the node is in (the GPU node is in two): the same state on each.
+    return " ".join(sorted(set(node_exec(LOGIN, f"sinfo -h -n {node} -o %t").split())))
 
 
 def wait_for(condition, timeout: float, what: str, interval: float = 1.0):
