@@ -55,10 +55,14 @@ def reservation(no_server):
     node_exec(
         CONTROLLER,
         f"scontrol create reservation ReservationName={name} Users=alice Nodes={node} "
-        "StartTime=now Duration=15 Flags=IGNORE_JOBS",
+        "StartTime=now Duration=5 Flags=IGNORE_JOBS",
     )
-    yield {"name": name, "node": node}
-    node_exec(CONTROLLER, f"scontrol delete ReservationName={name}", check=False)
+    try:
+        yield {"name": name, "node": node}
+    finally:
+        # A leftover reservation would keep the node from every other test's jobs.
+        node_exec(CONTROLLER, f"scontrol delete Reservation={name}")
+        assert name not in node_exec(CONTROLLER, "scontrol show reservation -o")
 
 
 def test_a_gpu_notebook_lands_on_the_gpu_node_with_its_gres_account_and_qos(alice, no_server):
