@@ -48,7 +48,7 @@ def job_info(job_id: str) -> str:
 
 
 @pytest.fixture
-def reservation(no_server):
+def reservation(alice, no_server):
     """A reservation for alice alone on a compute node that is not the GPU node."""
     name = f"hpchub-test-{uuid.uuid4().hex[:6]}"
     node = next(n for n in FEATURES if n != GPU_NODE)
@@ -60,7 +60,10 @@ def reservation(no_server):
     try:
         yield {"name": name, "node": node}
     finally:
-        # A leftover reservation would keep the node from every other test's jobs.
+        # Slurm refuses to delete a reservation with a job in it: stop the server first. A
+        # leftover reservation would keep the node from every other test's jobs.
+        if alice.server_model() is not None:
+            alice.stop_server()
         node_exec(CONTROLLER, f"scontrol delete Reservation={name}")
         assert name not in node_exec(CONTROLLER, "scontrol show reservation -o")
 
