@@ -17,6 +17,8 @@ PROXY = "hpchub_config.proxy.WatchedProxy"
 AUTHENTICATOR = "hpchub_config.auth.AuditedClusterAuthenticator"
 # The census service's scopes: list the users, read their servers (pending, ready, options).
 CENSUS_SCOPES = ("list:users", "read:servers")
+# The metrics service's: /hub/metrics and nothing else.
+METRICS_SCOPES = ("read:metrics",)
 
 
 def configure(c, settings: Settings, settings_path: str) -> None:
@@ -145,19 +147,29 @@ def configure(c, settings: Settings, settings_path: str) -> None:
                 "services": ["idle-culler"],
             }
         )
-    if hub.census_token_file:
-        # `make census` (playbooks/census.yml) reads counts through the API with this token:
-        # it may list users and read their servers' state, nothing else (docs/census.md).
-        services.append(
-            {"name": "census", "api_token": Path(hub.census_token_file).read_text().strip()}
-        )
+    # Token-only services outside the hub, each with one narrow role:
+    # - census: `make census` (playbooks/census.yml) may list users and read their servers'
+    #   state, nothing else (docs/census.md);
+    # - metrics: Prometheus (roles/prometheus) may read /hub/metrics, nothing else.
+    for name, token_file, description, scopes in (
+        (
+            "census",
+            hub.census_token_file,
+            "Read-only census: count users and servers (docs/census.md)",
+            CENSUS_SCOPES,
+        ),
+        (
+            "metrics",
+            hub.metrics_token_file,
+            "Prometheus scrapes /hub/metrics (docs/operations.md)",
+            METRICS_SCOPES,
+        ),
+    ):
+        if not token_file:
+            continue
+        services.append({"name": name, "api_token": Path(token_file).read_text().strip()})
         roles.append(
-            {
-                "name": "census",
-                "description": "Read-only census: count users and servers (docs/census.md)",
-                "scopes": list(CENSUS_SCOPES),
-                "services": ["census"],
-            }
+            {"name": name, "description": description, "scopes": list(scopes), "services": [name]}
         )
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles

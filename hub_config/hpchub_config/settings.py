@@ -235,6 +235,13 @@ class HubSettings:
         render="{{ __jupyterhub_census_token_path }}",
         pattern=f"({ABSOLUTE_PATH_PATTERN})?",
     )
+    metrics_token_file: str = setting(
+        "",
+        doc="Token of the metrics service (scope read:metrics only: Prometheus scrapes "
+        '/hub/metrics with it; 0600, generated once); "" = none.',
+        render="{{ __jupyterhub_metrics_token_path }}",
+        pattern=f"({ABSOLUTE_PATH_PATTERN})?",
+    )
 
 
 @dataclass(frozen=True)

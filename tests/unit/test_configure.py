@@ -217,6 +217,25 @@ def test_census_service_gets_read_scopes_only(tmp_path, settings_data):
     assert sorted(roles["census"]["scopes"]) == ["list:users", "read:servers"]
 
 
+def test_metrics_service_may_read_the_metrics_only(tmp_path, settings_data):
+    token = tmp_path / "t"
+    token.write_text("x")
+    metrics_token = tmp_path / "metrics_token"
+    metrics_token.write_text("metrics-secret\n")
+    settings_data["proxy"]["auth_token_file"] = str(token)
+    settings_data["hub"]["metrics_token_file"] = str(metrics_token)
+    c = Config()
+    configure(c, settings_from_dict(settings_data), "x.yaml")
+    services = {s["name"]: s for s in c.JupyterHub.services}
+    assert services["metrics"] == {"name": "metrics", "api_token": "metrics-secret"}
+    roles = {r["name"]: r for r in c.JupyterHub.load_roles}
+    assert roles["metrics"]["services"] == ["metrics"]
+    assert roles["metrics"]["scopes"] == ["read:metrics"]
+    # JupyterHub asks for that scope at /hub/metrics (authenticate_prometheus, on by default).
+    assert c.JupyterHub.get("authenticate_prometheus", True) is True
+
+
 def test_no_census_service_without_its_token_file(config):
     assert "census" not in {s["name"] for s in config.JupyterHub.services}
     assert "census" not in {r["name"] for r in config.JupyterHub.load_roles}
+    assert "metrics" not in {s["name"] for s in config.JupyterHub.services}
