@@ -368,7 +368,11 @@ def py_spy_binary() -> str | None:
 
 
 def start_py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen | None:
-    """Sample the hub (no pauses: --nonblocking) for `seconds`, raw folded stacks to `out`."""
+    """Sample the hub (no pauses: --nonblocking) for `seconds`, raw folded stacks to `out`.
+
+    Only samples in which a thread holds the GIL are kept (--gil): at 50 samples a second,
+    N samples are about N/50 CPU-seconds of Python.
+    """
     binary = py_spy_binary()
     if binary is None:
         print("py-spy not found (pip install py-spy into the venv): no hub profile")
@@ -384,6 +388,7 @@ def start_py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen | None
             "--rate",
             "50",
             "--nonblocking",
+            "--gil",  # only the thread holding the GIL: Python's CPU, not idle waits
             "--format",
             "raw",
             "--output",
@@ -434,7 +439,7 @@ def print_py_spy(summary: dict) -> None:
     if not summary.get("samples"):
         return
     total = summary["samples"]
-    print(f"\npy-spy samples of the hub process: {total} (50 per second, only active threads)")
+    print(f"\npy-spy: {total} samples of the hub holding the GIL (~{total / 50:.0f} CPU-s)")
     print("  by package (innermost frame of a known package):")
     for name, n in summary["top_packages"]:
         print(f"    {100 * n / total:5.1f} %  {name}")

@@ -17,7 +17,7 @@ compared with stock wrapspawner/batchspawner, and why (see docs/architecture.md)
   the home directory;
 - Slurm commands go through hpchub's root helper (`sudo -n hpchub-slurm VERB USER [JOBID]`,
   no shell, no environment from the hub): it checks the account at call time and runs a
-  fixed command as the user. The job gets no environment from sbatch (--export=NONE); the
+  fixed command as the user. The job gets no environment from sbatch (--export=NIL); the
   hub's JUPYTERHUB_* variables are shell-quoted `export` lines of the script, and neither
   the script nor the environment is ever logged (batchspawner logs both at DEBUG: the
   server's API token would reach the journal);
@@ -66,7 +66,7 @@ BATCH_SCRIPT = """#!/bin/bash
 #SBATCH --job-name=jupyter-{{hub_name}}-{{request.profile}}
 #SBATCH --output=/dev/null
 #SBATCH --chdir={{homedir}}
-#SBATCH --export=NONE
+#SBATCH --export=NIL
 #SBATCH --no-requeue
 #SBATCH --nodes=1
 #SBATCH --ntasks=1
@@ -92,11 +92,16 @@ chmod 600 "$log_dir/jupyterlab-${SLURM_JOB_ID}.log"
 umask "$hpchub_umask"
 echo "hpchub: job ${SLURM_JOB_ID} of {{username}} on $(hostname) at $(date -Is)"
 
-# The job starts with the user's login environment (--export=NONE: nothing from the
-# hub or sbatch): load the site's login environment (Lmod, MODULEPATH) and export what
-# jupyterlmod needs.
+# Nothing from the hub or sbatch reaches the job (--export=NIL): it builds the user's login
+# environment here, once, as bash does for a login shell (/etc/profile: the site's Lmod and
+# MODULEPATH; then the user's ~/.bash_profile, ~/.bash_login or ~/.profile), and exports
+# what jupyterlmod needs. (--export=NONE would have slurmd build it first a second time,
+# with `su - USER`: a PAM session and another login shell per job.)
 set +u
 if [ -r /etc/profile ]; then . /etc/profile || true; fi
+for hpchub_profile in "$HOME/.bash_profile" "$HOME/.bash_login" "$HOME/.profile"; do
+  if [ -r "$hpchub_profile" ]; then . "$hpchub_profile" || true; break; fi
+done
 set -u
 if [ -n "${LMOD_CMD:-}" ]; then export LMOD_CMD; fi
 if [ -n "${MODULEPATH:-}" ]; then export MODULEPATH; fi
