@@ -355,6 +355,29 @@ def sudo_counts(since: float, until: float) -> dict[str, int]:
     return dict(counts)
 
 
+def hub_requests(since: float, until: float) -> int:
+    """Requests the hub answered between two epoch times (its access log, one line each)."""
+    out = subprocess.run(
+        [
+            "docker",
+            "exec",
+            container(LOGIN),
+            "journalctl",
+            "-q",
+            "-u",
+            "jupyterhub",
+            f"--since=@{since:.0f}",
+            f"--until=@{until + 1:.0f}",
+            "-o",
+            "cat",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    return sum(1 for line in out.splitlines() if re.search(r" log:\d+\] \d{3} [A-Z]+ ", line))
+
+
 # --------------------------------------------------------------------------- py-spy
 
 

@@ -100,6 +100,12 @@ def burst(
     if len(accounts) < count:
         print(f"only {len(accounts)} bench accounts on the testbed (testbed_bench_users)")
     users = [login(access, a["name"], a["password"]) for a in accounts]
+    # Every request the clients make goes through the proxy (TLS): count the answers.
+    answered = [0]
+    for user in users:
+        user.session.hooks["response"].append(
+            lambda r, *a, **k: answered.__setitem__(0, answered[0] + 1)
+        )
     options = {"profile": profile, "memory_gb": 1}
     print(f"{len(users)} users spawning at once ({options}), polling every {poll} s:", flush=True)
     testbed = cpu_profile.Testbed.find() if cpu else None
@@ -118,6 +124,7 @@ def burst(
         if testbed is not None:
             samples["after"] = testbed.sample()
         samples["wall_ready"] = time.time()
+        samples["client_requests"] = answered[0]
 
     results = concurrent(users, options, timeout, poll=poll, when_ready=ready)
     ready_times = sorted(v for v in results.values() if isinstance(v, float))
@@ -140,7 +147,20 @@ def burst(
         cpu_profile.print_breakdown(breakdown, servers=len(ready_times))
         counts = cpu_profile.sudo_counts(wall_started, samples["wall_ready"])
         print(f"\nhelper runs through sudo until all were ready: {sum(counts.values())} {counts}")
-        report["cpu"] = {**breakdown.to_json(), "sudo": counts}
+        hub_requests = cpu_profile.hub_requests(wall_started, samples["wall_ready"])
+        clients = samples["client_requests"]
+        proxy = breakdown.units[cpu_profile.LOGIN].get("jupyterhub-proxy.service", 0.0)
+        print(
+            f"requests: {clients} from the clients (all through the proxy: "
+            f"{1e3 * proxy / max(clients, 1):.1f} ms of proxy CPU each), "
+            f"{hub_requests} answered by the hub"
+        )
+        report["cpu"] = {
+            **breakdown.to_json(),
+            "sudo": counts,
+            "client_requests": clients,
+            "hub_requests": hub_requests,
+        }
         if spy is not None:
             spy.terminate()
             spy.wait()

@@ -30,6 +30,7 @@ compared with stock wrapspawner/batchspawner, and why (see docs/architecture.md)
 from __future__ import annotations
 
 import asyncio
+import functools
 import pwd
 import re
 import shlex
@@ -41,7 +42,7 @@ from urllib.parse import urlparse
 
 from batchspawner import JobStatus, SlurmSpawner
 from batchspawner.batchspawner import format_template
-from jupyterhub.utils import make_ssl_context, subdomain_hook_idna
+from jupyterhub.utils import subdomain_hook_idna
 from tornado import web
 from traitlets import Any, Dict, Float, Instance, Type, Unicode, default
 from wrapspawner import ProfilesSpawner, WrapSpawner
@@ -156,6 +157,28 @@ FATAL_PENDING_REASONS = re.compile(
     r"InvalidAccount|InvalidQOS|AccountNotAllowed|QOSMax\w*PerJob\w*|JobHeldAdmin|"
     r"DependencyNeverSatisfied|Req(Node)?NotAvail.*Unavailable.*)$"
 )
+
+
+def tls_client_context(keyfile: str, certfile: str, cafile: str) -> ssl.SSLContext:
+    """The TLS context of the hub's port checks, made once per set of files.
+
+    jupyterhub.utils.make_ssl_context also loads the system's CA store (hundreds of
+    certificates, ~10 ms of CPU) every time: called for every port check of every starting
+    server, it blocked the hub's event loop for most of a 50-user burst. The files only
+    change when the hub regenerates them (at its start): their mtimes are part of the key.
+    Only the internal CAs are trusted; the check compares the exact certificate anyway.
+    """
+    stamps = tuple(Path(f).stat().st_mtime_ns for f in (keyfile, certfile, cafile))
+    return _tls_client_context(keyfile, certfile, cafile, stamps)
+
+
+@functools.lru_cache(maxsize=4)
+def _tls_client_context(keyfile: str, certfile: str, cafile: str, _stamps) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.check_hostname = True
+    context.load_cert_chain(certfile, keyfile)
+    return context
 
 
 class SpawnFailed(RuntimeError):
@@ -519,12 +542,12 @@ class SlurmNotebookSpawner(SlurmSpawner):
 
     def _tls_client_context(self) -> ssl.SSLContext:
         # The hub's own certificate (notebook servers require a client certificate) and
-        # every internal CA, like the hub's own client.
+        # every internal CA, like the hub's own client; one context for every check.
         store = Path(self.internal_certs_location)
-        return make_ssl_context(
+        return tls_client_context(
             str(store / "hub-internal" / "hub-internal.key"),
             str(store / "hub-internal" / "hub-internal.crt"),
-            cafile=self.internal_trust_bundles["hub-ca"],
+            self.internal_trust_bundles["hub-ca"],
         )
 
     def _foreign(self, what: str) -> ForeignServer:
