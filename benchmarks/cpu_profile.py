@@ -212,6 +212,9 @@ RULES: list[tuple[str, str, str, str]] = [
         "job: JupyterLab children",
     ),
     ("munge.service", r"", "munged", "munged"),
+    # slurmd double-forks slurmstepd: when a job ends (cancelled, timed out), the container's
+    # PID 1 reaps it, with the CPU of everything the job ran.
+    ("init.scope", r"", "systemd (PID 1)", "ended jobs (reaped by PID 1)"),
     ("systemd-journald.service", r"", "journald", "journald"),
 ]
 
