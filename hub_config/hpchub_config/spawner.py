@@ -80,6 +80,8 @@ BATCH_SCRIPT = """#!/bin/bash
 {% endif %}{% for option in request.sbatch_options %}#SBATCH {{option}}
 {% endfor %}
 # A JupyterLab server for {{username}}, started by the hub {{hub_name}} (hpchub).
+PATH=/usr/local/bin:/usr/bin:/bin
+export PATH
 # Output goes to a log only the user can read (directory 0700, log 0600); the directory
 # may not exist when Slurm opens --output, hence the redirection here.
 set -eu
@@ -94,11 +96,18 @@ umask "$hpchub_umask"
 echo "hpchub: job ${SLURM_JOB_ID} of {{username}} on $(hostname) at $(date -Is)"
 
 # Nothing from the hub or sbatch reaches the job (--export=NIL): it builds the user's login
-# environment here, once, as bash does for a login shell (/etc/profile: the site's Lmod and
-# MODULEPATH; then the user's ~/.bash_profile, ~/.bash_login or ~/.profile), and exports
-# what jupyterlmod needs. (--export=NONE would have slurmd build it first a second time,
-# with `su - USER`: a PAM session and another login shell per job.)
+# environment here, once, as a login does (the account's HOME, USER and LOGNAME, the locale
+# and /etc/environment as pam_env sets them; then, as bash does for a login shell,
+# /etc/profile: the site's Lmod and MODULEPATH; then the user's ~/.bash_profile,
+# ~/.bash_login or ~/.profile), and exports what jupyterlmod needs. (--export=NONE would
+# have slurmd build it first a second time, with `su - USER`: a PAM session and another
+# login shell per job.)
+HOME={{homedir_q}} USER={{username_q}} LOGNAME={{username_q}}
+export HOME USER LOGNAME
 set +u
+for hpchub_env in /etc/environment /etc/default/locale; do
+  if [ -r "$hpchub_env" ]; then set -a; . "$hpchub_env" || true; set +a; fi
+done
 if [ -r /etc/profile ]; then . /etc/profile || true; fi
 for hpchub_profile in "$HOME/.bash_profile" "$HOME/.bash_login" "$HOME/.profile"; do
   if [ -r "$hpchub_profile" ]; then . "$hpchub_profile" || true; break; fi
@@ -270,6 +279,8 @@ class SlurmNotebookSpawner(SlurmSpawner):
         return {
             "username": self.user.name,
             "homedir": self.req_homedir,
+            "homedir_q": shlex.quote(self.req_homedir),
+            "username_q": shlex.quote(self.user.name),
             "hub_name": self.settings.hub.name,
             "log_dir": spawner.job_log_dir,
             "log_dir_q": shlex.quote(f"{self.req_homedir}/{spawner.job_log_dir}"),

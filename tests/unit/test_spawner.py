@@ -495,18 +495,18 @@ def test_the_job_builds_the_users_login_environment_once(wrapper, tmp_path):
     # bash does for a login shell: /etc/profile, then the first of the user's own files.
     script = script_of(child_for(wrapper))
     assert "#SBATCH --export=NIL" in script
-    start, end = script.index("\nset +u\n"), script.index("\nset -u\n")
+    start, end = script.index("\nHOME="), script.index("\nset -u\n")
     (tmp_path / ".bash_profile").write_text("export FROM_BASH_PROFILE=yes\n")
     (tmp_path / ".profile").write_text("export FROM_PROFILE=yes\n")
+    # Slurm gives a NIL job no HOME: the script sets the account's (tmp_path here).
+    block = script[start:end].replace("HOME=/home/alice", f"HOME={tmp_path}")
     result = bash(
-        script[start:end] + '\nprintf "%s|%s" "$FROM_BASH_PROFILE" "$FROM_PROFILE"',
-        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        block + '\nprintf "%s|%s|%s" "$FROM_BASH_PROFILE" "$FROM_PROFILE" "$LOGNAME"',
+        env={"PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.endswith("yes|")  # ~/.bash_profile wins, ~/.profile is not read
+    # ~/.bash_profile wins, ~/.profile is not read; LOGNAME is the account's.
+    assert result.stdout.endswith("yes||alice")
     (tmp_path / ".bash_profile").unlink()
-    result = bash(
-        script[start:end] + '\nprintf "%s" "$FROM_PROFILE"',
-        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
-    )
+    result = bash(block + '\nprintf "%s" "$FROM_PROFILE"', env={"PATH": "/usr/bin:/bin"})
     assert result.stdout.endswith("yes")
