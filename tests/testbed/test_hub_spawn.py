@@ -106,6 +106,23 @@ def test_jupyterlmod_lists_and_loads_site_modules(alice, alice_server):
     alice.server_api("DELETE", "module", json={"modules": ["hello"]})
 
 
+def test_the_server_runs_in_the_users_login_environment(alice, alice_server):
+    # Nothing comes from the hub or sbatch (--export=NIL): the job builds the login
+    # environment itself, with the account's identity and the site's Lmod setup.
+    output = alice.run_code(
+        "import os\n"
+        "for name in ('HOME', 'USER', 'LOGNAME', 'LMOD_CMD', 'JUPYTERHUB_ACTIVITY_INTERVAL'):\n"
+        "    print(name, os.environ.get(name, '-'))\n"
+        "print('MODULEPATH', '/opt/software/modulefiles' in os.environ.get('MODULEPATH', ''))"
+    )
+    values = dict(line.split(" ", 1) for line in output.splitlines())
+    assert values["HOME"] == "/home/alice"
+    assert values["USER"] == values["LOGNAME"] == "alice"
+    assert values["LMOD_CMD"] != "-"
+    assert values["MODULEPATH"] == "True"
+    assert values["JUPYTERHUB_ACTIVITY_INTERVAL"] == "300"  # the hub's setting reached the job
+
+
 def test_jupyterlab_does_not_ask_about_fetching_news(alice, alice_server):
     page = alice.server_api("GET", "lab").text
     config = json.loads(
