@@ -99,9 +99,9 @@ echo "hpchub: job ${SLURM_JOB_ID} of {{username}} on $(hostname) at $(date -Is)"
 # environment here, once, as a login does (the account's HOME, USER and LOGNAME, the locale
 # and /etc/environment as pam_env sets them; then, as bash does for a login shell,
 # /etc/profile: the site's Lmod and MODULEPATH; then the user's ~/.bash_profile,
-# ~/.bash_login or ~/.profile), and exports what jupyterlmod needs. (--export=NONE would
-# have slurmd build it first a second time, with `su - USER`: a PAM session and another
-# login shell per job.)
+# ~/.bash_login or ~/.profile), and exports what jupyterlmod needs. (With --export=NONE,
+# and on Slurm 22.05 with NIL too, slurmd first builds one with `su - USER`; later Slurm
+# releases skip that for NIL.)
 HOME={{homedir_q}} USER={{username_q}} LOGNAME={{username_q}}
 export HOME USER LOGNAME
 set +u

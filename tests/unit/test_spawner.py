@@ -490,7 +490,7 @@ def test_a_command_killed_by_a_signal_is_no_answer(wrapper):
         asyncio.run(child.run_command("/bin/sh -c 'kill -TERM $$'"))
 
 
-def test_the_job_builds_the_users_login_environment_once(wrapper, tmp_path):
+def test_the_job_builds_the_users_login_environment(wrapper, tmp_path):
     # --export=NIL: no `su - USER` on the node; the script reads the login files itself, as
     # bash does for a login shell: /etc/profile, then the first of the user's own files.
     script = script_of(child_for(wrapper))
