@@ -165,7 +165,7 @@ def test_spawn_form_shows_the_reason_for_an_invalid_choice(alice, no_server):
     response = submit_spawn_form(
         alice, profile="small", partition="batch", cores="64", memory_gb="2", walltime_hours="1"
     )
-    assert "64 cores requested, but nodes in partition batch have at most 8" in response.text
+    assert "64 cores requested, but nodes in partition batch have at most 32" in response.text
     assert slurm_jobs("alice") == []
 
 
@@ -176,7 +176,7 @@ def test_spawn_form_shows_the_reason_for_an_invalid_choice(alice, no_server):
     "options, message",
     [
         ({"profile": "local"}, "unknown profile 'local'"),
-        ({"profile": "small", "cores": 99}, "at most 8"),
+        ({"profile": "small", "cores": 99}, "at most 32"),
         ({"profile": "small", "walltime_hours": "1\n#SBATCH --uid=0"}, "number of hours"),
         ({"profile": "small", "partition": "batch; touch /tmp/x"}, "not a valid"),
         ({"profile": "small", "runtime": "00:01:00"}, "unknown option 'runtime'"),
