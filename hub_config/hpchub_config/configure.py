@@ -39,8 +39,11 @@ def configure(c, settings: Settings, settings_path: str) -> None:
     c.JupyterHub.pid_file = ""
     # User servers are Slurm jobs: they keep running when the hub restarts or upgrades.
     c.JupyterHub.cleanup_servers = False
+    # Many users (docs/performance.md): spawns and servers the hub accepts at once, and how
+    # often it reads every route's activity from the proxy.
     c.JupyterHub.concurrent_spawn_limit = hub.concurrent_spawn_limit
     c.JupyterHub.active_server_limit = hub.active_server_limit
+    c.JupyterHub.last_activity_interval = hub.last_activity_interval
     c.JupyterHub.template_paths = list(hub.template_paths)
 
     # --- internal TLS: hub, proxy and notebook servers authenticate each other ---------
@@ -91,6 +94,8 @@ def configure(c, settings: Settings, settings_path: str) -> None:
     c.Spawner.start_timeout = spawner.start_timeout
     c.Spawner.http_timeout = spawner.http_timeout
     c.Spawner.poll_interval = spawner.poll_interval
+    # How often each running server reports its activity to the hub (exported to the job).
+    c.Spawner.environment = {"JUPYTERHUB_ACTIVITY_INTERVAL": str(spawner.activity_interval)}
     # Replace batchspawner's port-report API with one that accepts only a port, and serve
     # the form's script.
     api.install()
@@ -136,6 +141,7 @@ def configure(c, settings: Settings, settings_path: str) -> None:
                     f"--timeout={culler.timeout}",
                     f"--cull-every={culler.every}",
                     f"--max-age={culler.max_age}",
+                    f"--concurrency={culler.concurrency}",
                 ],
             }
         )
