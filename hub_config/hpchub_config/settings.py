@@ -224,6 +224,13 @@ class HubSettings:
     active_server_limit: int = setting(
         0, doc="At most this many running servers (0 = no limit).", minimum=0
     )
+    named_server_limit_per_user: int = setting(
+        2,
+        doc="Named servers a user may have besides the default one, each its own Slurm job "
+        "(0 = no named servers).",
+        minimum=0,
+        maximum=50,
+    )
     template_paths: list[str] = setting(
         [],
         doc="Folders of site templates, searched before hpchub's.",
