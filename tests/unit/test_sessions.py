@@ -1,0 +1,184 @@
+"""What users see of their sessions (sessions.py) and how the spawner keeps it, with Slurm faked."""
+
+import asyncio
+import shlex
+import time
+
+import pytest
+from conftest import fake_hub, fake_user
+from hpchub_config.jobs import Job, JobWatcher, Snapshot, parse_jobs
+from hpchub_config.sessions import duration_text, plain_end, plain_reason, session_info
+from hpchub_config.spawner import ProfilesSlurmSpawner
+from test_spawner import HELPER, JOBS, FakeSlurm, child_for, watched_by
+
+NOW = 1_800_000_000
+
+
+@pytest.fixture(autouse=True)
+def alice_account(monkeypatch):
+    """alice's account as the login node would have it (cancel uses her home)."""
+    import pwd
+
+    real = pwd.getpwnam
+    entry = pwd.struct_passwd(("alice", "x", 2002, 2000, "", "/home/alice", "/bin/bash"))
+    monkeypatch.setattr(pwd, "getpwnam", lambda name: entry if name == "alice" else real(name))
+
+
+@pytest.fixture
+def wrapper(spawner_config):
+    return ProfilesSlurmSpawner(user=fake_user(), hub=fake_hub(), config=spawner_config)
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        ("Resources", "the nodes it needs are busy"),
+        ("Priority", "higher priority are ahead of it"),
+        ("Dependency", "a job it depends on"),
+        ("PartitionTimeLimit", "longer than the partition allows"),
+        ("ReqNodeNotAvail, UnavailableNodes:node1", "not available"),
+        ("QOSMaxCpuPerUserLimit", "you are already using the most CPU cores"),
+        ("QOSMaxJobsPerUserLimit", "the most jobs"),
+        ("AssocGrpCpuLimit", "your group is already using the most CPU cores"),
+        ("QOSMaxMemoryPerJob", "more memory than one job may use"),
+        ("SomethingNew", "Slurm gives the reason SomethingNew"),
+        ("None", ""),
+    ],
+)
+def test_slurm_reasons_read_in_plain_words(code, words):
+    text = plain_reason(code)
+    assert words in text if words else text == ""
+
+
+def test_final_states_read_in_plain_words():
+    assert plain_end("TIMEOUT") == "reached its walltime"
+    assert plain_end("NODE_FAIL") == "lost its compute node"
+    assert plain_end("SPECIAL_EXIT") == "ended (SPECIAL_EXIT)"
+    assert duration_text(59) == "59 s" and duration_text(3 * 3600 + 300) == "3 h 05 min"
+
+
+def test_the_helper_times_are_read_as_unix_times():
+    jobs = parse_jobs("7|alice|PENDING|(null)|Resources|1800000600|1800004200\n")
+    assert (jobs["7"].start, jobs["7"].end) == (1800000600, 1800004200)
+    jobs = parse_jobs("8|alice|PENDING|(null)|Priority|N/A|N/A\n")
+    assert (jobs["8"].start, jobs["8"].end) == (None, None)
+
+
+def seen(child, job: Job) -> None:
+    """The hub's latest view shows `job` (taken after the submission)."""
+    child.watcher = JobWatcher(JOBS, run=None)
+    child.watcher.latest = Snapshot(time.monotonic(), {job.job_id: job})
+
+
+def test_a_queued_server_shows_its_job_reason_and_expected_start(wrapper):
+    child = child_for(wrapper)
+    child.job_id = "42"
+    seen(child, Job("42", "alice", "PENDING", "(null)", "Resources", NOW + 600, NOW + 15000))
+    wrapper._spawn_pending = True
+    info = session_info(wrapper, now=NOW)
+    assert info["status"] == "queued" and info["job_id"] == "42"
+    assert info["reason"] == "Resources" and "busy" in info["reason_text"]
+    assert info["expected_start"] == NOW + 600 and info["node"] == ""
+    assert info["partition"] == "batch" and info["resources"].startswith("2 cores, 4 GB, 4 h")
+    assert info["log_path"] == "~/.hpchub/logs/jupyterlab-42.log"
+    assert info["summary"] == (
+        "Job 42 is waiting in the queue: waiting for free resources: the nodes it needs are "
+        "busy (Slurm: Resources). Expected start: 2027-01-15 08:10 UTC (in 10 min)."
+    )
+    # The progress stream carries the same, as the message and as fields.
+    event = child._pending_event()
+    assert event["hpchub"]["job_id"] == "42" and event["hpchub"]["reason"] == "Resources"
+    assert event["hpchub"]["expected_start"] == NOW + 600
+    assert "Expected start" in event["message"]
+
+
+def test_a_view_from_before_the_submission_is_not_this_job(wrapper):
+    child = child_for(wrapper)
+    child.job_id = "42"
+    seen(child, Job("42", "alice", "PENDING", "(null)", "Resources", NOW + 600, None))
+    child._submitted_at = time.monotonic() + 10
+    assert child.latest_job() is None
+    seen(child, Job("42", "bob", "RUNNING", "node1", "None", NOW, NOW + 60))
+    assert child.latest_job() is None  # another user's job with that id: never shown
+
+
+def test_a_running_server_shows_node_start_and_remaining_walltime(wrapper):
+    child = child_for(wrapper)
+    child.job_id = "42"
+    seen(child, Job("42", "alice", "RUNNING", "node2", "None", NOW - 60, NOW + 1800))
+    wrapper._spawn_pending = True  # running job, JupyterLab still starting
+    info = session_info(wrapper, now=NOW)
+    assert info["status"] == "starting" and info["node"] == "node2"
+    assert info["started_at"] == NOW - 60 and info["remaining_seconds"] == 1800
+    assert info["remaining_text"] == "30 min" and info["expected_start"] is None
+    assert info["summary"] == "Job 42 is running on node2, 30 min of walltime left."
+
+
+def test_a_job_that_reaches_its_walltime_is_remembered_as_the_reason(wrapper):
+    child = child_for(wrapper)
+    child.job_id = "42"
+    slurm = FakeSlurm(["TIMEOUT|node1|TimeLimit"])
+    watched_by(child, slurm)
+    assert asyncio.run(child.poll()) == 1
+    assert child.job_id == ""
+    assert wrapper.last_end["job_id"] == "42" and wrapper.last_end["state"] == "TIMEOUT"
+    assert wrapper.last_end["text"] == "reached its walltime (Slurm: TIMEOUT, TimeLimit)"
+    # Kept through JupyterHub's clear_state/get_state and a hub restart (load_state).
+    wrapper.clear_state()
+    state = wrapper.get_state()
+    assert state["last_end"]["state"] == "TIMEOUT"
+    info = session_info(wrapper, now=NOW)
+    assert info["status"] == "stopped"
+    assert info["summary"] == "Job 42 reached its walltime (Slurm: TIMEOUT, TimeLimit)."
+    restored = type(wrapper)(user=wrapper.user, hub=wrapper.hub, config=wrapper.config)
+    restored.load_state(state)
+    assert restored.last_end == wrapper.last_end
+
+
+def test_a_running_job_keeps_the_server(wrapper):
+    child = child_for(wrapper)
+    child.job_id = "42"
+    watched_by(child, FakeSlurm(["RUNNING|node1|None"]))
+    assert asyncio.run(child.poll()) is None
+    assert child.job_id == "42" and not wrapper.last_end
+
+
+def test_cancel_while_queued_cancels_the_job_and_says_so(wrapper):
+    child = child_for(wrapper)
+    child.stop_confirm_timeout = 0.5
+    slurm = FakeSlurm(["PENDING|(null)|Priority", ""])
+    watched_by(child, slurm)
+    child.job_id = "42"
+    asyncio.run(child.query_job_status())
+    assert child.state_ispending()
+    asyncio.run(child.stop())
+    assert [*HELPER, "cancel", "alice", "42"] in slurm.per_job()
+    assert wrapper.last_end["text"] == "was cancelled while queued"
+
+
+class SlowSubmit(FakeSlurm):
+    """sbatch takes a while: a Cancel can arrive before the job id is known."""
+
+    async def __call__(self, cmd, input=None, env=None):
+        if shlex.split(cmd)[len(HELPER)] == "submit":
+            await asyncio.sleep(0.3)
+        return await super().__call__(cmd, input, env)
+
+
+def test_a_spawn_cancelled_during_submission_still_cancels_its_job(wrapper):
+    """JupyterHub cancels the spawn task, then calls stop(): no orphan job in the queue."""
+    child = child_for(wrapper)
+    child.stop_confirm_timeout = 0.5
+    slurm = SlowSubmit(["PENDING|(null)|Priority", ""])
+    watched_by(child, slurm)
+
+    async def scenario():
+        start = asyncio.ensure_future(child.start())
+        await asyncio.sleep(0.05)  # sbatch is running
+        start.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await start
+        await child.stop()
+
+    asyncio.run(scenario())
+    assert [*HELPER, "cancel", "alice", "42"] in slurm.per_job()
