@@ -338,6 +338,13 @@ class SpawnerSettings:
         60, doc="Seconds the partition limits read from sinfo are cached.", minimum=0
     )
     default_url: str = setting("/lab", doc="Page users land on.", pattern=URL_PATH_PATTERN)
+    walltime_warning_minutes: int = setting(
+        10,
+        doc="JupyterLab warns this many minutes before the job's walltime ends (0 = no "
+        "warning); its top bar always shows the time left.",
+        minimum=0,
+        maximum=1440,
+    )
     allow_custom_resources: bool = setting(
         True, doc="Let users change a profile's resources within the partition's limits."
     )

@@ -111,6 +111,13 @@ if [ -n "${LMOD_CMD:-}" ]; then export LMOD_CMD; fi
 if [ -n "${MODULEPATH:-}" ]; then export MODULEPATH; fi
 # What the notebook server needs from the hub (its API token among them).
 {{exports}}
+# The job's end (Unix time) for JupyterLab's walltime clock: Slurm's, else start + walltime.
+hpchub_end=$(SLURM_TIME_FORMAT=%s {{squeue_q}} -h -j "$SLURM_JOB_ID" -o %e 2>/dev/null || true)
+case "$hpchub_end" in
+  ''|*[!0-9]*) hpchub_end=$(( $(date +%s) + {{request.walltime_minutes}} * 60 )) ;;
+esac
+export HPCHUB_JOB_END="$hpchub_end"
+export HPCHUB_WALLTIME_WARNING_MINUTES={{walltime_warning_minutes}}
 {% if tls %}
 # Internal TLS: this server's key and certificate (issued by the hub for this spawn) and the
 # CAs it trusts, in a folder only the user can read, removed when the server exits.
@@ -257,6 +264,8 @@ class SlurmNotebookSpawner(SlurmSpawner):
             "log_dir_q": shlex.quote(f"{self.req_homedir}/{spawner.job_log_dir}"),
             "env_bin_q": shlex.quote(f"{spawner.notebook_env}/bin"),
             "prologue": "\n".join(spawner.job_prologue),
+            "squeue_q": shlex.quote(f"{spawner.slurm_bin_dir}/squeue"),
+            "walltime_warning_minutes": spawner.walltime_warning_minutes,
             "request": self.request,
         }
 

@@ -212,17 +212,33 @@ def test_two_named_servers_run_as_two_jobs_each_with_its_card(page, access, alic
         wait_for(lambda: not slurm_jobs("alice"), 60, "alice's named servers to stop")
 
 
-def test_a_server_whose_job_reaches_its_walltime_shows_stopped_with_the_reason(alice, no_server):
-    # One minute of walltime (the REST API takes fractions of an hour; the form's
-    # minimum is 15 min).
-    started = alice.start_server({"profile": "small", "walltime_hours": 1 / 60})
+def test_jupyterlab_shows_the_walltime_left_warns_and_the_ended_job_shows_stopped(
+    page, access, alice, no_server
+):
+    """Two minutes of walltime (the REST API takes fractions of an hour; the form's minimum
+    is 15 min): JupyterLab's clock and its warning (10 min before the end by default, so at
+    once), then the job's end: the hub shows the server stopped, with the reason."""
+    alice.start_server({"profile": "small", "walltime_hours": 2 / 60})
     (job,) = slurm_jobs("alice")
-    assert started < 60
-    wait_for(lambda: alice.server_model() is None, 180, "the hub to see the job end")
+    running = sessions_of(alice)[""]
+    assert running["status"] == "running" and 0 < running["remaining_seconds"] <= 120
+
+    browser_login(page, access, "alice")
+    page.goto(f"{alice.server_base}/user/alice/lab")
+    clock = page.locator("#hpchub-walltime")
+    clock.wait_for(timeout=90_000)
+    assert re.fullmatch(r"Walltime left: [01] min \d\d s", clock.inner_text()), clock.inner_text()
+    warning = page.get_by_text("Your notebook job ends in")
+    warning.first.wait_for(timeout=15_000)
+    shot(page, "jupyterlab-walltime")
+
+    wait_for(lambda: alice.server_model() is None, 240, "the hub to see the job end", poll=2)
     assert not [j for j in slurm_jobs("alice") if j.job_id == job.job_id]
     last = sessions_of(alice)[""]
     assert last["status"] == "stopped"
     assert last["last_end"]["job_id"] == job.job_id
     assert last["last_end"]["state"] == "TIMEOUT", last
-    home = alice.session.get(f"{alice.base}/hub/home", timeout=30).text
-    assert f"Job {job.job_id} reached its walltime (Slurm: TIMEOUT" in home
+    page.goto(f"{access['hub_url']}/hub/home")
+    card = page.locator("#hpchub-session-default")
+    assert f"Job {job.job_id} reached its walltime (Slurm: TIMEOUT" in card.inner_text()
+    shot(page, "home-walltime-ended")

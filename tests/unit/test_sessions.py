@@ -182,3 +182,78 @@ def test_a_spawn_cancelled_during_submission_still_cancels_its_job(wrapper):
 
     asyncio.run(scenario())
     assert [*HELPER, "cancel", "alice", "42"] in slurm.per_job()
+
+
+# --- JupyterLab's walltime clock: the job's end, from the batch script to the page ---------
+
+
+def job_end_lines(wrapper, spawner_config, tmp_path, squeue_output: str | None):
+    """Run the script's job-end block with a fake squeue (None: squeue fails)."""
+    import subprocess
+
+    fake = tmp_path / "squeue"
+    body = f"printf '%s\\n' {shlex.quote(squeue_output)}" if squeue_output is not None else "exit 1"
+    fake.write_text(f'#!/bin/sh\necho "$SLURM_TIME_FORMAT $*" > {tmp_path}/args\n{body}\n')
+    fake.chmod(0o755)
+    child = child_for(wrapper)
+    child.api_token = "t"
+    script = asyncio.run(child._get_batch_script())
+    start = script.index("# The job's end (Unix time)")
+    end = script.index("export HPCHUB_WALLTIME_WARNING_MINUTES")
+    block = script[start : script.index("\n", end)].replace(
+        shlex.quote(f"{child.settings.spawner.slurm_bin_dir}/squeue"), str(fake)
+    )
+    result = subprocess.run(
+        [
+            "/bin/bash",
+            "-c",
+            f"set -eu\n{block}\necho $HPCHUB_JOB_END $HPCHUB_WALLTIME_WARNING_MINUTES",
+        ],
+        capture_output=True,
+        text=True,
+        env={"SLURM_JOB_ID": "42", "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split(), (tmp_path / "args").read_text() if squeue_output else ""
+
+
+def test_the_job_exports_its_end_from_slurm_for_the_clock(wrapper, spawner_config, tmp_path):
+    (end, warning), args = job_end_lines(wrapper, spawner_config, tmp_path, "1800003600")
+    assert end == "1800003600" and warning == "10"
+    assert args.split() == ["%s", "-h", "-j", "42", "-o", "%e"]
+
+
+def test_without_an_answer_from_slurm_the_end_is_start_plus_walltime(
+    wrapper, spawner_config, tmp_path
+):
+    before = int(time.time())
+    for answer in (None, "N/A"):
+        (end, _), _ = job_end_lines(wrapper, spawner_config, tmp_path, answer)
+        assert before + 240 * 60 <= int(end) <= int(time.time()) + 240 * 60
+
+
+def test_the_notebook_server_puts_the_end_into_jupyterlabs_page(monkeypatch):
+    from pathlib import Path
+
+    from traitlets.config import Config
+
+    source = Path(__file__).parents[2] / "roles/jupyter_env/files/jupyter_server_config.py"
+
+    def load(env):
+        for name in ("HPCHUB_JOB_END", "HPCHUB_WALLTIME_WARNING_MINUTES"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        c = Config()
+        exec(compile(source.read_text(), str(source), "exec"), {"get_config": lambda: c})  # noqa: S102
+        settings = {}
+        if "tornado_settings" in c.ServerApp:
+            settings = c.ServerApp.tornado_settings.get_value({})
+        return settings
+
+    assert load({"HPCHUB_JOB_END": "1800003600", "HPCHUB_WALLTIME_WARNING_MINUTES": "5"}) == {
+        "page_config_data": {"hpchubJobEnd": "1800003600", "hpchubWalltimeWarningMinutes": "5"}
+    }
+    assert load({}) == {}  # outside a notebook job: nothing
+    assert load({"HPCHUB_JOB_END": "soon"}) == {}
