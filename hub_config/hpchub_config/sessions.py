@@ -249,8 +249,10 @@ def user_sessions(user) -> dict[str, dict]:
     if user is None or not hasattr(user, "all_spawners"):
         return {}
     now = time.time()
-    spawners = sorted(user.all_spawners(include_default=True), key=lambda s: s.name)
-    return {s.name: session_info(s, now) for s in spawners}
+    # all_spawners() yields bare ORM rows for servers not loaded since the hub started;
+    # user.spawners[name] loads the Spawner (and its state: why its last job ended).
+    names = sorted(s.name for s in user.all_spawners(include_default=True))
+    return {name: session_info(user.spawners[name], now) for name in names}
 
 
 class SessionsAPIHandler(APIHandler):

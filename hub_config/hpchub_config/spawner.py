@@ -389,6 +389,7 @@ class SlurmNotebookSpawner(SlurmSpawner):
 
     async def poll(self):
         # batchspawner's poll, remembering why a job that left the queue ended.
+        await self._submitted()
         job_id = self.job_id
         status = await self.query_job_status()
         if status in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.UNKNOWN):
@@ -401,6 +402,14 @@ class SlurmNotebookSpawner(SlurmSpawner):
             self._record_end(job_id, state, rest.rpartition("|")[2])
         self.clear_state()
         return 1
+
+    async def _submitted(self) -> None:
+        """A spawn cancelled while sbatch runs (Cancel on a page): wait for the job id.
+
+        JupyterHub then polls and stops this server; both must see the job to cancel it.
+        """
+        if self._submission is not None and not self._submission.done():
+            await asyncio.wait([self._submission], timeout=30)
 
     def latest_job(self) -> Job | None:
         """This job in the hub's latest view (no query), if that view is from after submission."""
@@ -704,9 +713,7 @@ class SlurmNotebookSpawner(SlurmSpawner):
         batchspawner re-queries once a second; here each check reads the first refresh of
         the hub's view that started after the cancel (paced like a starting server's).
         """
-        if self._submission is not None and not self._submission.done():
-            # Cancelled while sbatch runs: wait for the job id, then cancel that job.
-            await asyncio.wait([self._submission], timeout=30)
+        await self._submitted()
         self.log.info("%s: stopping server job %s", self.user.name, self.job_id)
         owner = self.poll_owner or self
         if self.job_id and (owner.last_end or {}).get("job_id") != self.job_id:
