@@ -69,7 +69,7 @@ def browser_login(page, access, name: str) -> None:
     page.fill("#username_input", name)
     page.fill("#password_input", password)
     page.click("#login_submit")
-    page.wait_for_url("**/hub/**", timeout=30_000)
+    page.wait_for_url(lambda url: "/hub/login" not in url, timeout=30_000)
 
 
 @pytest.fixture
