@@ -18,13 +18,24 @@ import time
 import pytest
 
 from .browser_fixtures import shot
-from .hubclient import node_exec, slurm_jobs
+from .hubclient import REPO, node_exec, slurm_jobs
 from .topology import COMPUTE_NODES, LOGIN
 
 pytestmark = pytest.mark.testbed
 
 # Plain words the hub uses for the reasons a full cluster gives (sessions.REASONS).
 QUEUE_WORDS = ("nodes it needs are busy", "higher priority are ahead")
+
+
+TIMINGS = REPO / ".testbed" / "sessions-timings.jsonl"
+
+
+def record(what: str, seconds: float) -> None:
+    """Keep a measured latency for docs/benchmarks.md (not an assertion)."""
+    with TIMINGS.open("a") as out:
+        out.write(
+            json.dumps({"what": what, "seconds": round(seconds, 2), "at": time.time()}) + "\n"
+        )
 
 
 def wait_for(check, timeout: float, what: str, poll: float = 1.0):
@@ -146,10 +157,12 @@ def test_a_queued_server_shows_its_job_reason_and_expected_start_and_cancel_leav
     shot(page, "pending-page")
 
     # Cancel: back home, no server, no job of alice's left in the queue.
+    clicked = time.monotonic()
     page.click("#hpchub-session-default .hpchub-stop")
     page.wait_for_url("**/hub/home", timeout=30_000)
     wait_for(lambda: alice.server_model() is None, 30, "alice's server to be gone")
-    wait_for(lambda: not slurm_jobs("alice"), 15, "alice's job to leave the queue")
+    wait_for(lambda: not slurm_jobs("alice"), 15, "alice's job to leave the queue", poll=0.2)
+    record("cancel click -> job gone from squeue", time.monotonic() - clicked)
     home = alice.session.get(f"{alice.base}/hub/home", timeout=30).text
     assert f"Job {job_id} was cancelled while queued" in home
 
@@ -232,7 +245,8 @@ def test_jupyterlab_shows_the_walltime_left_warns_and_the_ended_job_shows_stoppe
     warning.first.wait_for(timeout=15_000)
     shot(page, "jupyterlab-walltime")
 
-    wait_for(lambda: alice.server_model() is None, 240, "the hub to see the job end", poll=2)
+    wait_for(lambda: alice.server_model() is None, 240, "the hub to see the job end", poll=1)
+    record("walltime end (Slurm EndTime) -> hub shows stopped", time.time() - running["ends_at"])
     assert not [j for j in slurm_jobs("alice") if j.job_id == job.job_id]
     last = sessions_of(alice)[""]
     assert last["status"] == "stopped"
