@@ -159,7 +159,6 @@ def test_a_queued_server_shows_its_job_reason_and_expected_start_and_cancel_leav
     # Cancel: back home, no server, no job of alice's left in the queue.
     clicked = time.monotonic()
     page.click("#hpchub-session-default .hpchub-stop")
-    page.wait_for_url("**/hub/home", timeout=30_000)
     wait_for(lambda: alice.server_model() is None, 30, "alice's server to be gone")
     wait_for(lambda: not slurm_jobs("alice"), 15, "alice's job to leave the queue", poll=0.2)
     record("cancel click -> job gone from squeue", time.monotonic() - clicked)

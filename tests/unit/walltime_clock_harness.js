@@ -48,6 +48,7 @@ vm.runInNewContext(source, sandbox);
   const app = {
     shell: { add: (widget, area) => added.push({ widget, area }) },
     commands: {
+      hasCommand: (id) => id === "apputils:notify",
       execute: (id, args) => {
         notes.push({ id, args });
         return Promise.resolve();

@@ -71,7 +71,7 @@
         const warning = warnSeconds > 0 && left <= warnSeconds;
         clock.node.style.background = warning ? "var(--jp-warn-color3)" : "";
         clock.toggleClass("hpchub-walltime-warning", warning);
-        if (warning && !warned) {
+        if (warning && !warned && app.commands.hasCommand("apputils:notify")) {
           warned = true;
           app.commands
             .execute("apputils:notify", {
@@ -81,7 +81,9 @@
               type: "warning",
               options: { autoClose: false },
             })
-            .catch(function () {});
+            .catch(function () {
+              warned = false; // try again at the next tick
+            });
         }
       }
       update();
