@@ -103,9 +103,10 @@ test: ## The whole suite: lint + unit + molecule (brings up everything it needs)
 	echo "==> make test finished in $$(( $$(date +%s) - start )) s"; \
 	$(BIN)/python tools/test-summary.py .cache/test-results/unit.xml .cache/test-results/testbed.xml
 
+BENCH_ARGS ?=
 .PHONY: bench
-bench: venv ## Benchmarks against the running testbed (spawn latency); writes benchmarks/results/
-	$(BIN)/python benchmarks/spawn_latency.py
+bench: venv ## Benchmarks against the running testbed (spawn latency; BENCH_ARGS="--users 16 50 --cpu")
+	$(BIN)/python benchmarks/spawn_latency.py $(BENCH_ARGS)
 
 .PHONY: clean
 clean: testbed-down ## Remove the testbed and .venv

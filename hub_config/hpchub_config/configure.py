@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from . import api, audit, form
+from . import api, audit, form, sessions
 from .settings import Settings
 from .tls import alt_names
 
@@ -17,6 +17,8 @@ PROXY = "hpchub_config.proxy.WatchedProxy"
 AUTHENTICATOR = "hpchub_config.auth.AuditedClusterAuthenticator"
 # The census service's scopes: list the users, read their servers (pending, ready, options).
 CENSUS_SCOPES = ("list:users", "read:servers")
+# The metrics service's: /hub/metrics and nothing else.
+METRICS_SCOPES = ("read:metrics",)
 
 
 def configure(c, settings: Settings, settings_path: str) -> None:
@@ -37,9 +39,15 @@ def configure(c, settings: Settings, settings_path: str) -> None:
     c.JupyterHub.pid_file = ""
     # User servers are Slurm jobs: they keep running when the hub restarts or upgrades.
     c.JupyterHub.cleanup_servers = False
+    # Many users (docs/performance.md): spawns and servers the hub accepts at once, and how
+    # often it reads every route's activity from the proxy.
     c.JupyterHub.concurrent_spawn_limit = hub.concurrent_spawn_limit
     c.JupyterHub.active_server_limit = hub.active_server_limit
-    c.JupyterHub.template_paths = list(hub.template_paths)
+    c.JupyterHub.last_activity_interval = hub.last_activity_interval
+    # Site templates first, then hpchub's (home page cards, pending page, banner).
+    c.JupyterHub.template_paths = [*hub.template_paths, TEMPLATES]
+    # What the pages show of each server's job (sessions.py: no Slurm query per page).
+    c.JupyterHub.template_vars = {"hpchub_sessions": sessions.user_sessions}
 
     # --- internal TLS: hub, proxy and notebook servers authenticate each other ---------
     # JupyterHub's internal_ssl: mutual TLS with CAs per component (hub, proxy API, proxy
@@ -89,10 +97,18 @@ def configure(c, settings: Settings, settings_path: str) -> None:
     c.Spawner.start_timeout = spawner.start_timeout
     c.Spawner.http_timeout = spawner.http_timeout
     c.Spawner.poll_interval = spawner.poll_interval
+    # Named servers: several sessions per user, each its own Slurm job with its own
+    # validated options (0 = only the default server).
+    c.JupyterHub.allow_named_servers = hub.named_server_limit_per_user > 0
+    c.JupyterHub.named_server_limit_per_user = hub.named_server_limit_per_user
+    # How often each running server reports its activity to the hub (exported to the job).
+    c.Spawner.environment = {"JUPYTERHUB_ACTIVITY_INTERVAL": str(spawner.activity_interval)}
     # Replace batchspawner's port-report API with one that accepts only a port, and serve
     # the form's script.
     api.install()
     form.install()
+    # The sessions API (live updates of the cards) and the no-JavaScript stop/new-server.
+    sessions.install()
 
     # --- services ----------------------------------------------------------------------
     services, roles = [], []
@@ -116,12 +132,9 @@ def configure(c, settings: Settings, settings_path: str) -> None:
                 "oauth_no_confirm": True,
             }
         )
-        c.JupyterHub.template_paths = [*c.JupyterHub.template_paths, TEMPLATES]
         # Where hub pages fetch the banner from: with per-user origins the service has its
         # own host name (announcement--service.<hub domain>) and allows reads from the hub.
-        c.JupyterHub.template_vars = {
-            "hpchub_announcement_url": announcement_url(hub.subdomain_host)
-        }
+        c.JupyterHub.template_vars["hpchub_announcement_url"] = announcement_url(hub.subdomain_host)
     culler = settings.idle_culler
     if culler.enabled:
         services.append(
@@ -134,6 +147,7 @@ def configure(c, settings: Settings, settings_path: str) -> None:
                     f"--timeout={culler.timeout}",
                     f"--cull-every={culler.every}",
                     f"--max-age={culler.max_age}",
+                    f"--concurrency={culler.concurrency}",
                 ],
             }
         )
@@ -145,19 +159,29 @@ def configure(c, settings: Settings, settings_path: str) -> None:
                 "services": ["idle-culler"],
             }
         )
-    if hub.census_token_file:
-        # `make census` (playbooks/census.yml) reads counts through the API with this token:
-        # it may list users and read their servers' state, nothing else (docs/census.md).
-        services.append(
-            {"name": "census", "api_token": Path(hub.census_token_file).read_text().strip()}
-        )
+    # Token-only services outside the hub, each with one narrow role:
+    # - census: `make census` (playbooks/census.yml) may list users and read their servers'
+    #   state, nothing else (docs/census.md);
+    # - metrics: Prometheus (roles/prometheus) may read /hub/metrics, nothing else.
+    for name, token_file, description, scopes in (
+        (
+            "census",
+            hub.census_token_file,
+            "Read-only census: count users and servers (docs/census.md)",
+            CENSUS_SCOPES,
+        ),
+        (
+            "metrics",
+            hub.metrics_token_file,
+            "Prometheus scrapes /hub/metrics (docs/operations.md)",
+            METRICS_SCOPES,
+        ),
+    ):
+        if not token_file:
+            continue
+        services.append({"name": name, "api_token": Path(token_file).read_text().strip()})
         roles.append(
-            {
-                "name": "census",
-                "description": "Read-only census: count users and servers (docs/census.md)",
-                "scopes": list(CENSUS_SCOPES),
-                "services": ["census"],
-            }
+            {"name": name, "description": description, "scopes": list(scopes), "services": [name]}
         )
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles
