@@ -105,8 +105,11 @@ test: ## The whole suite: lint + unit + molecule (brings up everything it needs)
 
 BENCH_ARGS ?=
 .PHONY: bench
-bench: venv ## Benchmarks against the running testbed (spawn latency; BENCH_ARGS="--users 16 50 --cpu")
-	$(BIN)/python benchmarks/spawn_latency.py $(BENCH_ARGS)
+USERS ?= 16
+STEADY ?= 60
+bench: venv ## Benchmarks on the running testbed: make bench USERS="10 50" (table appended to docs/performance.md)
+	$(BIN)/python benchmarks/spawn_latency.py --grow --users $(USERS) --cpu --steady $(STEADY) \
+	  --record $(BENCH_ARGS)
 
 .PHONY: clean
 clean: testbed-down ## Remove the testbed and .venv

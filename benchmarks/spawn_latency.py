@@ -20,6 +20,7 @@ import argparse
 import datetime
 import json
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -29,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import cpu_profile  # noqa: E402
+import steady_state  # noqa: E402
 
 from tests.testbed.hubclient import HubUser, load_access  # noqa: E402
 
@@ -61,7 +63,7 @@ def concurrent(
 ) -> dict[str, float | str]:
     """Start every user's server at the same moment; seconds to ready, or the error.
 
-    `when_ready()` runs once every user is done, before any server is stopped.
+    `when_ready(results)` runs once every user is done, before any server is stopped.
     """
     results: dict[str, float | str] = {}
     barrier = threading.Barrier(len(users))
@@ -79,7 +81,7 @@ def concurrent(
     for t in threads:
         t.join()
     if when_ready is not None:
-        when_ready()
+        when_ready(results)
     for user in users:
         if user.server_model() is not None:
             user.stop_server()
@@ -94,8 +96,10 @@ def burst(
     poll: float,
     cpu: bool,
     py_spy: bool,
+    steady: float = 0,
 ) -> dict:
-    """`count` bench users start at once; with `cpu`, where the CPU went until all were ready."""
+    """`count` bench users start at once; with `cpu`, where the CPU went until all were ready;
+    with `steady` > 0, that many seconds of steady state with all servers running."""
     accounts = access.get("bench_users", [])[:count]
     if len(accounts) < count:
         print(f"only {len(accounts)} bench accounts on the testbed (testbed_bench_users)")
@@ -108,11 +112,11 @@ def burst(
         )
     options = {"profile": profile, "memory_gb": 1}
     print(f"{len(users)} users spawning at once ({options}), polling every {poll} s:", flush=True)
-    testbed = cpu_profile.Testbed.find() if cpu else None
+    testbed = cpu_profile.Testbed.find() if (cpu or steady) else None
     samples: dict = {}
     spy = None
     spy_file = HERE / "results" / f"py-spy-hub-{len(users)}.txt"
-    if testbed is not None:
+    if testbed is not None and cpu:
         if py_spy and (pid := testbed.hub_pid()):
             spy_file.unlink(missing_ok=True)
             spy = cpu_profile.start_py_spy(pid, timeout, spy_file)
@@ -120,13 +124,18 @@ def burst(
     wall_started = time.time()
     started = time.monotonic()
 
-    def ready() -> None:
-        if testbed is not None:
+    def ready(results: dict) -> None:
+        if testbed is not None and cpu:
             samples["after"] = testbed.sample()
         samples["wall_ready"] = time.time()
         samples["client_requests"] = answered[0]
+        if steady:
+            running = [u for u in users if isinstance(results.get(u.name), float)]
+            samples["steady"] = steady_state.measure(running, steady, testbed)
 
-    results = concurrent(users, options, timeout, poll=poll, when_ready=ready)
+    results: dict = {}
+
+    results.update(concurrent(users, options, timeout, poll=poll, when_ready=ready))
     ready_times = sorted(v for v in results.values() if isinstance(v, float))
     failed = {k: v for k, v in results.items() if not isinstance(v, float)}
     report = {
@@ -135,6 +144,9 @@ def burst(
         "ready": len(ready_times),
         "failed": failed,
         "median_seconds": round(statistics.median(ready_times), 3) if ready_times else None,
+        "p95_seconds": (
+            round(steady_state.percentile(ready_times, 95), 3) if ready_times else None
+        ),
         "all_ready_seconds": round(max(ready_times), 3) if ready_times and not failed else None,
         "wall_seconds": round(time.monotonic() - started, 3),
     }
@@ -142,7 +154,9 @@ def burst(
         f"{report['ready']}/{report['users']} ready, median {report['median_seconds']} s, "
         f"all ready in {report['all_ready_seconds']} s; failed: {len(failed)}"
     )
-    if testbed is not None:
+    if "steady" in samples:
+        report["steady"] = samples["steady"]
+    if testbed is not None and cpu:
         breakdown = cpu_profile.compare(samples["before"], samples["after"])
         cpu_profile.print_breakdown(breakdown, servers=len(ready_times))
         counts = cpu_profile.sudo_counts(wall_started, samples["wall_ready"])
@@ -169,6 +183,56 @@ def burst(
     return report
 
 
+def grow_testbed(accounts: int) -> None:
+    """Converge the testbed with `accounts` bench accounts (the access file lists them)."""
+    print(f"growing the testbed to {accounts} bench accounts (a converge) ...", flush=True)
+    repo = HERE.parent
+    subprocess.run(
+        [
+            str(repo / ".venv" / "bin" / "ansible-playbook"),
+            "-i",
+            str(repo / "inventories" / "testbed" / "hosts.yml"),
+            str(repo / "playbooks" / "testbed.yml"),
+            "-e",
+            json.dumps({"testbed_bench_users": accounts}),
+        ],
+        cwd=repo,
+        check=True,
+    )
+
+
+def _cell(value, unit: str = "") -> str:
+    return "-" if value is None else f"{value}{unit}"
+
+
+def summary_table(report: dict) -> str:
+    """One Markdown table: a row for the sequential spawns, one per burst."""
+    lines = [
+        "| run | spawn median / p95 | all ready | failed | slurmctld RPCs/min, N running "
+        "| hub CPU s/min, N running | hub API p50 / p99, N polling |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    if "sequential_seconds" in report:
+        times = report["sequential_seconds"]
+        lines.append(
+            f"| {len(times)} sequential | {report['median_seconds']:.2f} s / "
+            f"{steady_state.percentile(times, 95):.2f} s | - | 0 | - | - | - |"
+        )
+    for b in report.get("bursts", []):
+        steady = b.get("steady", {})
+        api = steady.get("hub_api", {})
+        rpcs = steady.get("slurmctld_rpcs_per_minute", {}).get("total")
+        lines.append(
+            f"| {b['users']} at once | {_cell(b['median_seconds'], ' s')} / "
+            f"{_cell(b.get('p95_seconds'), ' s')} | {_cell(b['all_ready_seconds'], ' s')} "
+            f"| {len(b['failed'])} | {_cell(rpcs)} | "
+            f"{_cell(steady.get('hub_cpu_seconds_per_minute'))} | "
+            f"{_cell(api.get('p50_ms'), ' ms')} / {_cell(api.get('p99_ms'), ' ms')}"
+            f"{'' if not api.get('failures') else ' (' + str(api['failures']) + ' failed)'} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spawns", type=int, default=10)
@@ -188,6 +252,25 @@ def main() -> int:
     parser.add_argument(
         "--py-spy", action="store_true", help="sample the hub process with py-spy (with --cpu)"
     )
+    parser.add_argument(
+        "--steady",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="after each burst, measure this long with all its servers running: slurmctld "
+        "RPCs/min (sdiag), hub CPU/min, hub API latency with every user polling",
+    )
+    parser.add_argument(
+        "--grow",
+        action="store_true",
+        help="first create bench accounts on the testbed when it has fewer than the largest "
+        "--users (a converge with -e testbed_bench_users=N)",
+    )
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="append the summary table to docs/performance.md",
+    )
     parser.add_argument("--label", default="", help="a name for this run in the results file")
     parser.add_argument("--timeout", type=float, default=300, help="per-user start timeout")
     parser.add_argument("--profile", default="small")
@@ -199,6 +282,10 @@ def main() -> int:
     args = parser.parse_args()
 
     access = load_access()
+    wanted = max(args.users, default=0)
+    if args.grow and len(access.get("bench_users", [])) < wanted:
+        grow_testbed(wanted)
+        access = load_access()
     report: dict = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "profile": args.profile,
@@ -219,7 +306,7 @@ def main() -> int:
         )
     report["label"] = args.label
     report["bursts"] = [
-        burst(access, n, args.profile, args.timeout, args.poll, args.cpu, args.py_spy)
+        burst(access, n, args.profile, args.timeout, args.poll, args.cpu, args.py_spy, args.steady)
         for n in args.users
         if n
     ]
@@ -228,6 +315,15 @@ def main() -> int:
     out = HERE / "results" / f"spawn-latency-{stamp}{'-' + args.label if args.label else ''}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"written to {out.relative_to(HERE.parent)}")
+    table = summary_table(report)
+    print("\n" + table)
+    if args.record:
+        with (HERE.parent / "docs" / "performance.md").open("a") as doc:
+            doc.write(
+                f"\n### `make bench` {report['date']}{' ' + args.label if args.label else ''}\n\n"
+                f"Results: `{out.relative_to(HERE.parent)}`.\n\n{table}\n"
+            )
+        print("appended to docs/performance.md")
 
     if "median_seconds" not in report:
         return 0

@@ -12,10 +12,12 @@ same for itself (the host's resolver may not), so the testbed needs no DNS or /e
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -74,6 +76,32 @@ def node_exec(node: str, command: str, user: str | None = None, check: bool = Tr
     if check and result.returncode != 0:
         raise RuntimeError(f"{node}: {command!r} failed ({result.returncode}): {result.stderr}")
     return result.stdout
+
+
+def ansible_playbook(playbook: str, *args: str, timeout: float = 900):
+    """Run one of the repository's playbooks against the testbed (its inventory, ansible.cfg)."""
+    return subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            str(REPO / "inventories" / "testbed" / "hosts.yml"),
+            str(REPO / "playbooks" / playbook),
+            *args,
+        ],
+        cwd=REPO,
+        env={
+            # Not Molecule's Ansible settings (its own inventory copy, roles path): the repo's.
+            **{k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "MOLECULE_"))},
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_FORCE_COLOR": "0",
+        },
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @dataclass

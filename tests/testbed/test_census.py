@@ -9,7 +9,6 @@ must change nothing: every run ends with changed=0, in check mode too.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -20,11 +19,9 @@ import jsonschema
 import pytest
 import requests
 
-from .hubclient import node_exec
+from .hubclient import ansible_playbook, node_exec
 from .topology import ALL_NODES, COMPUTE_NODES, CONTROLLER, LOGIN, REPO
 
-INVENTORY = REPO / "inventories" / "testbed" / "hosts.yml"
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 SCHEMA = json.loads((REPO / "docs" / "census.schema.json").read_text())
 REQUIREMENTS = {
     "hub-env": REPO / "roles" / "jupyterhub" / "files" / "requirements.txt",
@@ -42,22 +39,14 @@ def pin(env: str, package: str) -> str:
 
 def run_census(out_dir: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict, float]:
     start = time.monotonic()
-    result = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", str(INVENTORY), str(REPO / "playbooks" / "census.yml")]
-        + ["-e", f"census_output_dir={out_dir}", "-e", "census_anonymised_export=true", *args],
-        cwd=REPO,
-        env={
-            # Not Molecule's Ansible settings (its own inventory copy, roles path): the repo's.
-            **{k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "MOLECULE_"))},
-            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_FORCE_COLOR": "0",
-        },
-        capture_output=True,
-        text=True,
+    result = ansible_playbook(
+        "census.yml",
+        "-e",
+        f"census_output_dir={out_dir}",
+        "-e",
+        "census_anonymised_export=true",
+        *args,
         timeout=600,
-        check=False,
     )
     seconds = time.monotonic() - start
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

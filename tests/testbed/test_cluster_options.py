@@ -62,10 +62,18 @@ def reservation(alice, no_server):
     finally:
         # Slurm refuses to delete a reservation with a job in it: stop the server first. A
         # leftover reservation would keep the node from every other test's jobs.
+        # The hub shows a server stopped once its job is cancelled; Slurm may still hold the job
+        # (COMPLETING) for a moment, and refuses the delete until then: retry for 60 s.
         if alice.server_model() is not None:
             alice.stop_server()
-        node_exec(CONTROLLER, f"scontrol delete Reservation={name}")
-        assert name not in node_exec(CONTROLLER, "scontrol show reservation -o")
+        deadline = time.monotonic() + 60
+        while True:
+            out = node_exec(CONTROLLER, f"scontrol delete Reservation={name} 2>&1", check=False)
+            listed = node_exec(CONTROLLER, "scontrol show reservation -o")
+            if name not in listed or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        assert name not in listed, f"reservation {name} left behind: {out}"
 
 
 def test_a_gpu_notebook_lands_on_the_gpu_node_with_its_gres_account_and_qos(alice, no_server):

@@ -255,3 +255,59 @@ def test_jupyterlab_shows_the_walltime_left_warns_and_the_ended_job_shows_stoppe
     card = page.locator("#hpchub-session-default")
     assert f"Job {job.job_id} reached its walltime (Slurm: TIMEOUT" in card.inner_text()
     shot(page, "home-walltime-ended")
+
+
+def test_bob_can_neither_read_nor_stop_alices_sessions(alice, bob, alice_server):
+    """The sessions API, the home page and the Stop form are alice's alone: bob (a logged-in
+    cluster user with his own token) learns nothing about her job and cannot end it."""
+    job = alice_server["job"]
+    mine = sessions_of(alice)[""]
+    assert mine["job_id"] == job.job_id and mine["node"] == job.node
+
+    # Her sessions through the API, with bob's token and with bob's browser cookie.
+    for how, response in (
+        ("token", bob.api("GET", "/hpchub/sessions/alice")),
+        (
+            "cookie",
+            bob.session.get(
+                f"{bob.base}/hub/api/hpchub/sessions/alice",
+                headers=bob.xsrf_headers(),
+                timeout=30,
+            ),
+        ),
+    ):
+        assert response.status_code in (403, 404), (how, response.status_code, response.text)
+        assert job.job_id not in response.text and job.node not in response.text, how
+    # Nobody logged in: no data either.
+    anonymous = alice.session.__class__()
+    anonymous.trust_env = False
+    response = anonymous.get(
+        f"{alice.base}/hub/api/hpchub/sessions/alice", verify=alice.ca, timeout=30
+    )
+    assert response.status_code in (401, 403), response.status_code
+    assert job.job_id not in response.text
+
+    # His home page shows his own (no) sessions, never hers.
+    home = bob.session.get(f"{bob.base}/hub/home", timeout=30)
+    assert home.status_code == 200 and "hpchub-session" in home.text
+    assert f"Job {job.job_id}" not in home.text and job.node not in home.text
+
+    # Stopping: the page form acts on the logged-in user's own servers only (bob has none,
+    # so he gets a 404), and JupyterHub's API refuses him alice's server.
+    stop = bob.session.post(
+        f"{bob.base}/hub/hpchub/stop",
+        data={"server": "", "_xsrf": bob.session.cookies.get("_xsrf", path="/hub/")},
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert stop.status_code == 404, (stop.status_code, stop.text[:300])
+    assert bob.api("DELETE", "/users/alice/server").status_code in (403, 404)
+    # A cross-site form post in alice's own browser (her cookie, no xsrf token) is refused.
+    forged = alice.session.post(
+        f"{alice.base}/hub/hpchub/stop", data={"server": ""}, allow_redirects=False, timeout=30
+    )
+    assert forged.status_code == 403, (forged.status_code, forged.text[:300])
+
+    time.sleep(2)  # a stop would have scancel'ed the job by now
+    assert job.job_id in {j.job_id for j in slurm_jobs("alice") if j.state == "RUNNING"}
+    assert alice.server_model() and alice.server_model().get("ready")
