@@ -61,6 +61,10 @@ def _gpus(counts) -> str:
     return ", ".join(f"{n} {t or 'GPU'}" for t, n in counts) or "none"
 
 
+def _free_gpus(p: Partition) -> str:
+    return f", GPUs: {_gpus(p.free_gpus)}" if p.max_gpus else ""
+
+
 class _Form:
     """Builds the HTML of one form: each field with its label, its error and its lock."""
 
@@ -218,7 +222,7 @@ def render_form(
             "partition",
             "Partition",
             [
-                (p.name, f"{p.name}: {p.free_cores} cores, {_gpus(p.free_gpus)} GPUs free", {})
+                (p.name, f"{p.name} (free now: {p.free_cores} cores{_free_gpus(p)})", {})
                 for p in partitions.values()
             ],
             "Limits and free resources of each partition are in the table above.",
