@@ -12,6 +12,7 @@ import json
 from html import escape
 from pathlib import Path
 
+from jupyterhub.handlers.pages import SpawnHandler
 from tornado import web
 
 from .cluster import Partition
@@ -322,34 +323,28 @@ class StaticHandler(web.StaticFileHandler):
     """hpchub's static files (the form's script), public like JupyterHub's own."""
 
 
-def spawn_handler_class():
+class LinkSpawnHandler(SpawnHandler):
     """JupyterHub's SpawnHandler, except that a launch link's query FILLS the form.
 
     Stock JupyterHub starts a server at once from /hub/spawn?options; here the form shows
-    the link's values (and their errors, if any) and the user confirms with Start.
+    the link's values (and their errors, if any) and the user confirms with Start. The
+    spawner reads the query when it renders the form (spawner.link_options).
     """
-    from jupyterhub.handlers.pages import SpawnHandler
 
-    class LinkSpawnHandler(SpawnHandler):
-        def _get_user_options(self, query_options):
-            # The spawner reads the query when it renders the form (spawner.link_options).
-            return {}
-
-    return LinkSpawnHandler
+    def _get_user_options(self, query_options):
+        return {}
 
 
 def install() -> None:
     """Serve static/ under the hub's prefix, and launch links that fill the form
     (JupyterHub builds its routes from default_handlers after reading the config)."""
     from jupyterhub import handlers
-    from jupyterhub.handlers.pages import SpawnHandler
 
     route = (STATIC_ROUTE, StaticHandler, {"path": str(STATIC_DIR)})
     handlers.default_handlers[:] = [h for h in handlers.default_handlers if h[0] != STATIC_ROUTE]
     handlers.default_handlers.append(route)
-    link_handler = spawn_handler_class()
     handlers.default_handlers[:] = [
-        (h[0], link_handler, *h[2:])
+        (h[0], LinkSpawnHandler, *h[2:])
         if isinstance(h[1], type) and issubclass(h[1], SpawnHandler)
         else h
         for h in handlers.default_handlers
