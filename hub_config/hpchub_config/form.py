@@ -103,8 +103,19 @@ class _Form:
         locked = " disabled" if name in self.locked else ""
         focus = " autofocus" if autofocus else ""
         self.add(f'<select class="form-select" {self._field_attrs(name)}{locked}{focus}>')
-        for value, label, data in choices:
-            flag = " selected" if _text(value) == chosen else ""
+        # One choice is selected: the first with the value (and, when several choices share
+        # it, such as a QOS of two accounts, the one whose data-account is the chosen one).
+        matches = [i for i, (value, _, _) in enumerate(choices) if _text(value) == chosen]
+        account = _text(self.values.get("account", ""))
+        fitting = [
+            i
+            for i in matches
+            if choices[i][2].get("data-account", account) == account
+            or (not account and choices[i][2].get("data-default-account"))
+        ]
+        selected = (fitting or matches or [None])[0]
+        for i, (value, label, data) in enumerate(choices):
+            flag = " selected" if i == selected else ""
             self.add(f"<option {_attrs(value=value, **data)}{flag}>{escape(label)}</option>")
         self.add("</select>")
         self._after(name, help_text)

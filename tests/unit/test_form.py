@@ -159,3 +159,16 @@ def test_script_is_a_static_file_that_reads_the_option_names_from_the_page(parti
     assert "dataset.options" in script and "dataset.preset" in script
     # The script knows no option name of its own: they all come from the page.
     assert not any(f'"{name}"' in script for name in RESOURCE_OPTIONS)
+
+
+def test_a_qos_of_two_accounts_is_selected_under_the_chosen_account(partitions):
+    both = dataclasses.replace(ALICE, qos={"hpcusers": ("normal",), "physics": ("normal",)})
+    access = UserAccess("alice", both, {}, ())
+    html = render(partitions, access=access, values={"account": "physics", "qos": "normal"})
+    assert '<option value="normal" data-account="physics" selected>' in html
+    assert len(re.findall(r'<option value="normal"[^>]* selected>', html)) == 1
+    html = render(partitions, access=access, values={"qos": "normal"})
+    assert (
+        '<option value="normal" data-account="hpcusers" data-default-account="true" selected>'
+        in html
+    )
