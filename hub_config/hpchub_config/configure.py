@@ -148,6 +148,11 @@ def configure(c, settings: Settings, settings_path: str) -> None:
                     f"--cull-every={culler.every}",
                     f"--max-age={culler.max_age}",
                     f"--concurrency={culler.concurrency}",
+                    # The hub's API speaks internal TLS only: without these the culler cannot
+                    # verify the hub and dies at every round (no server is ever culled). It
+                    # runs as the hub account, which owns these certificates.
+                    "--ssl-enabled",
+                    f"--internal-certs-location={hub.internal_tls_dir}",
                 ],
             }
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 
 import pytest
@@ -153,3 +154,33 @@ def test_a_hub_that_cannot_start_ends_the_play_with_the_last_lines_of_its_journa
         wait_hub_api(120)
     assert "# drift" not in node_exec(LOGIN, f"cat {unit}")
     assert alice_server["job"].job_id in {j.job_id for j in slurm_jobs("alice")}
+
+
+def test_the_idle_culler_reaches_the_hub_and_stops_an_idle_server(alice, alice_server):
+    """The hub's own culler service, run as configured (its command line and environment, as
+    the hub started it) with a timeout of seconds instead of an hour: it talks to the hub over
+    internal TLS and stops alice's idle server, whose job leaves the queue."""
+    job = alice_server["job"]
+    pid = node_exec(
+        LOGIN, "pgrep -u jupyterhub -f 'jupyterhub_idle_culler' | head -1", check=False
+    ).strip()
+    assert pid, "the idle-culler service does not run"
+    argv = node_exec(LOGIN, f"tr '\\0' '\\n' < /proc/{pid}/cmdline").splitlines()
+    env = node_exec(LOGIN, f"tr '\\0' '\\n' < /proc/{pid}/environ").splitlines()
+    assert "--ssl-enabled" in argv
+    argv = [a if not a.startswith("--timeout=") else "--timeout=5" for a in argv]
+    wanted = ("JUPYTERHUB_API_TOKEN=", "JUPYTERHUB_API_URL=", "JUPYTERHUB_SERVICE_NAME=")
+    exports = " ".join(shlex.quote(e) for e in env if e.startswith(wanted))
+    time.sleep(6)  # idle for longer than the timeout
+    # Its first round runs at once; 20 s leave time for the stop (the culler waits for it).
+    log = node_exec(
+        LOGIN,
+        f"cd /var/lib/jupyterhub && timeout 20 runuser -u jupyterhub -- env {exports} "
+        f"{' '.join(shlex.quote(a) for a in argv)} 2>&1; true",
+    )
+    assert "CERTIFICATE_VERIFY_FAILED" not in log, log[-2000:]
+    assert "Culling server alice" in log or "Culling server for alice" in log, log[-2000:]
+    deadline = time.monotonic() + 60
+    while alice.server_model() is not None or job.job_id in {j.job_id for j in slurm_jobs("alice")}:
+        assert time.monotonic() < deadline, "the culled server or its job is still there"
+        time.sleep(1)

@@ -76,6 +76,12 @@ def test_services_get_minimal_scopes(config):
         ["list:users", "read:users:activity", "read:servers", "delete:servers"]
     )
     assert "--timeout=3600" in services["idle-culler"]["command"]
+    # Internal TLS: the culler verifies the hub with the hub's CA (else it never culls).
+    assert "--ssl-enabled" in services["idle-culler"]["command"]
+    assert (
+        f"--internal-certs-location={config.JupyterHub.internal_certs_location}"
+        in services["idle-culler"]["command"]
+    )
     assert any(p.endswith("hpchub_config/templates") for p in config.JupyterHub.template_paths)
 
 
