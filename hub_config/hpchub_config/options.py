@@ -17,14 +17,31 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 
 from .cluster import Associations, Partition, Reservation
-from .settings import NAME_PATTERN, Profile, SpawnerSettings
+from .settings import NAME_PATTERN, PROFILE_FIELDS, Profile, SpawnerSettings
 
 
 class OptionsError(ValueError):
-    """A user option is invalid; the message is meant for the user."""
+    """A user option is invalid; the message is meant for the user. `field` names the
+    option it is about ("" when it is about the options as a whole)."""
+
+    def __init__(self, message: str, field: str = ""):
+        super().__init__(message)
+        self.field = field
+
+
+@contextmanager
+def _about(field: str) -> Iterator[None]:
+    """Errors raised inside are about `field` (unless they already name one)."""
+    try:
+        yield
+    except OptionsError as e:
+        e.field = e.field or field
+        raise
 
 
 @dataclass(frozen=True)
@@ -54,6 +71,7 @@ OPTIONS = (
 OPTION_NAMES = tuple(o.name for o in OPTIONS)
 # What a user may change in a profile (each is also a field of settings.Profile).
 RESOURCE_OPTIONS = OPTION_NAMES[1:]
+assert RESOURCE_OPTIONS == PROFILE_FIELDS, "settings.PROFILE_FIELDS lists the same options"
 _LARGEST_NUMBER = 10**9  # anything larger is out of every range (and would overflow floats)
 # Node features joined by "&" (all of them on the node): the only constraint form offered.
 FEATURE_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
@@ -69,6 +87,8 @@ class UserAccess:
     username: str
     associations: Associations | None = None
     reservations: dict[str, Reservation] | None = None
+    # The user's Unix groups (profiles with `groups` are only for their members).
+    groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -145,7 +165,7 @@ def _whole_number(name: str, value) -> int:
         return int(value)
     if isinstance(value, str) and re.fullmatch(r"\s*\d{1,9}\s*", value):
         return int(value)
-    raise OptionsError(f"{name} must be a whole number, got {value!r}")
+    raise OptionsError(f"{name} must be a whole number, got {value!r}", name)
 
 
 def _hours(name: str, value) -> float:
@@ -156,27 +176,28 @@ def _hours(name: str, value) -> float:
     elif isinstance(value, str) and re.fullmatch(r"\s*\d{1,9}(\.\d{1,3})?\s*", value):
         number = float(value)
     else:
-        raise OptionsError(f"{name} must be a number of hours, got {value!r}")
+        raise OptionsError(f"{name} must be a number of hours, got {value!r}", name)
     return number
 
 
 def _name(name: str, value) -> str:
     if not isinstance(value, str) or not re.fullmatch(NAME_PATTERN, value):
-        raise OptionsError(f"{name} {value!r} is not a valid Slurm {name} name")
+        raise OptionsError(f"{name} {value!r} is not a valid Slurm {name} name", name)
     return value
 
 
 def _constraint(name: str, value) -> str:
     if not isinstance(value, str) or not re.fullmatch(CONSTRAINT_PATTERN, value):
         raise OptionsError(
-            f"{name} {value!r} is not a node feature or features joined by & (e.g. avx512&gpu)"
+            f"{name} {value!r} is not a node feature or features joined by & (e.g. avx512&gpu)",
+            name,
         )
     return value
 
 
 def _profile_key(name: str, value) -> str:
     if not isinstance(value, str):
-        raise OptionsError(f"{name} must be the key of a profile, got {value!r}")
+        raise OptionsError(f"{name} must be the key of a profile, got {value!r}", name)
     return value
 
 
@@ -193,7 +214,7 @@ def _single(name: str, value):
     """Form data arrives as lists of strings; the API sends plain values."""
     if isinstance(value, list):
         if len(value) != 1:
-            raise OptionsError(f"{name}: expected one value, got {len(value)}")
+            raise OptionsError(f"{name}: expected one value, got {len(value)}", name)
         return value[0]
     return value
 
@@ -211,7 +232,8 @@ def parse_options(user_options) -> dict:
     if unknown:
         raise OptionsError(
             f"unknown option{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}; "
-            f"known options: {', '.join(OPTION_NAMES)}"
+            f"known options: {', '.join(OPTION_NAMES)}",
+            unknown[0],
         )
     kinds = {o.name: o.kind for o in OPTIONS}
     options = {}
@@ -225,21 +247,52 @@ def parse_options(user_options) -> dict:
     return options
 
 
-def choose_profile(options: dict, settings: SpawnerSettings) -> Profile:
-    if not settings.profiles:
-        raise OptionsError("no profiles are configured on this hub")
-    key = options.get("profile", settings.profiles[0].key)
+def visible_profiles(settings: SpawnerSettings, groups) -> list[Profile]:
+    """The profiles a user in these Unix groups may see (and use), in the settings' order."""
+    return [p for p in settings.profiles if p.visible_to(groups)]
+
+
+def choose_profile(options: dict, settings: SpawnerSettings, groups=()) -> Profile:
+    visible = visible_profiles(settings, groups)
+    if not visible:
+        raise OptionsError("no profile is available to you on this hub", "profile")
+    key = options.get("profile", visible[0].key)
     profile = settings.profile(key)
+    if profile is not None and not profile.visible_to(groups):
+        raise OptionsError(
+            f"profile {key!r} is not available to you; choose one of: "
+            f"{', '.join(p.key for p in visible)}",
+            "profile",
+        )
     if profile is None:
         raise OptionsError(
-            f"unknown profile {key!r}; choose one of: {', '.join(p.key for p in settings.profiles)}"
+            f"unknown profile {key!r}; choose one of: {', '.join(p.key for p in visible)}",
+            "profile",
         )
     customised = [k for k in RESOURCE_OPTIONS if k in options]
     if customised and not settings.allow_custom_resources:
         raise OptionsError(
-            f"this hub offers its profiles as they are; remove {', '.join(customised)}"
+            f"this hub offers its profiles as they are; remove {', '.join(customised)}",
+            customised[0],
         )
     return profile
+
+
+def check_locks(options: dict, profile: Profile, partitions: dict[str, Partition]) -> None:
+    """A profile's locked fields keep its values: another value is refused, naming the field."""
+    for name in profile.locked:
+        if name not in options:
+            continue
+        fixed = getattr(profile, name)
+        if name == "partition":
+            fixed = fixed or default_partition(partitions)
+        if options[name] != fixed:
+            shown = fixed if fixed != "" else "(none)"
+            raise OptionsError(
+                f"{name} is locked to {shown!r} by profile {profile.key!r}; "
+                f"remove it or choose another profile",
+                name,
+            )
 
 
 def offered_partitions(
@@ -268,7 +321,8 @@ def choose_partition(
     name = options.get("partition") or profile.partition or default_partition(partitions)
     if name not in partitions:
         raise OptionsError(
-            f"partition {name!r} is not available; choose one of: {', '.join(sorted(partitions))}"
+            f"partition {name!r} is not available; choose one of: {', '.join(sorted(partitions))}",
+            "partition",
         )
     return partitions[name]
 
@@ -279,11 +333,11 @@ def walltime_limit_minutes(partition: Partition, settings: SpawnerSettings) -> i
     return math.floor(settings.max_walltime_hours * 60)
 
 
-def _within(value: int, minimum: int, maximum: int, *, below: str, above: str) -> None:
+def _within(value: int, minimum: int, maximum: int, *, below: str, above: str, field: str) -> None:
     if value < minimum:
-        raise OptionsError(below)
+        raise OptionsError(below, field)
     if value > maximum:
-        raise OptionsError(above)
+        raise OptionsError(above, field)
 
 
 def check_limits(
@@ -302,6 +356,7 @@ def check_limits(
         partition.max_cores,
         below="cores must be at least 1",
         above=f"{cores} cores requested, but {where} have at most {partition.max_cores}",
+        field="cores",
     )
     max_memory_gb = partition.max_memory_mb // 1024
     _within(
@@ -310,6 +365,7 @@ def check_limits(
         max_memory_gb,
         below="memory_gb must be at least 1",
         above=f"{memory_gb} GB of memory requested, but {where} have at most {max_memory_gb} GB",
+        field="memory_gb",
     )
     gpu_limit = f"at most {partition.max_gpus}" if partition.max_gpus else "no GPUs"
     _within(
@@ -318,9 +374,10 @@ def check_limits(
         partition.max_gpus,
         below="gpus cannot be negative",
         above=f"{gpus} GPUs requested, but {where} have {gpu_limit}",
+        field="gpus",
     )
     if not hours > 0:
-        raise OptionsError("walltime_hours must be more than 0")
+        raise OptionsError("walltime_hours must be more than 0", "walltime_hours")
     limit = walltime_limit_minutes(partition, settings)
     if hours * 60 > limit:
         requested = (
@@ -328,7 +385,8 @@ def check_limits(
         )
         raise OptionsError(
             f"a walltime of {requested} was requested, but partition "
-            f"{partition.name} allows at most {format_walltime(limit)}"
+            f"{partition.name} allows at most {format_walltime(limit)}",
+            "walltime_hours",
         )
     return cores, memory_gb, gpus, math.ceil(hours * 60)
 
@@ -466,12 +524,22 @@ def resolve_request(
     """
     access = access or UserAccess(username="")
     options = parse_options(user_options)
-    profile = choose_profile(options, settings)
-    partition = choose_partition(options, profile, partitions)
+    with _about("profile"):
+        profile = choose_profile(options, settings, access.groups)
+    check_locks(options, profile, partitions)
+    with _about("partition"):
+        partition = choose_partition(options, profile, partitions)
     cores, memory_gb, gpus, minutes = check_limits(options, profile, partition, settings)
-    gpu_type = check_gpu_type(options, profile, partition, gpus)
-    constraint = check_constraint(options, profile, partition)
-    account = choose_account(options, profile, access)
+    with _about("gpu_type"):
+        gpu_type = check_gpu_type(options, profile, partition, gpus)
+    with _about("constraint"):
+        constraint = check_constraint(options, profile, partition)
+    with _about("account"):
+        account = choose_account(options, profile, access)
+    with _about("qos"):
+        qos = choose_qos(options, profile, access, account)
+    with _about("reservation"):
+        reservation = choose_reservation(options, profile, access, partition, account)
     return ResourceRequest(
         profile=profile.key,
         partition=partition.name,
@@ -482,7 +550,64 @@ def resolve_request(
         account=account,
         sbatch_options=tuple(profile.sbatch_options),
         gpu_type=gpu_type,
-        qos=choose_qos(options, profile, access, account),
-        reservation=choose_reservation(options, profile, access, partition, account),
+        qos=qos,
+        reservation=reservation,
         constraint=constraint,
     )
+
+
+def _without(options: dict, name: str) -> dict:
+    return {k: v for k, v in options.items() if k != name}
+
+
+def option_errors(
+    user_options,
+    settings: SpawnerSettings,
+    partitions: dict[str, Partition],
+    access: UserAccess | None = None,
+) -> dict[str, str]:
+    """Every problem of a set of options, by option name ({} = valid), for a form that
+    shows each field's error: the problem of one option is recorded, that option set
+    aside, and the rest checked again (so a later option is checked against the earlier
+    valid ones, as resolve_request does)."""
+    if user_options is not None and not isinstance(user_options, dict):
+        return {"": 'options must be a JSON object such as {"profile": "..."}'}
+    remaining = dict(user_options or {})
+    errors: dict[str, str] = {}
+    for _ in range(len(remaining) + 1):
+        try:
+            resolve_request(remaining, settings, partitions, access)
+            break
+        except OptionsError as e:
+            if e.field not in remaining:
+                errors[e.field] = str(e)
+                break
+            errors[e.field] = str(e)
+            remaining = _without(remaining, e.field)
+    return errors
+
+
+def reconcile(
+    remembered,
+    settings: SpawnerSettings,
+    partitions: dict[str, Partition],
+    access: UserAccess | None = None,
+) -> tuple[dict, list[str]]:
+    """A user's remembered choices, minus what the cluster no longer offers them.
+
+    Returns the choices to offer and one note per dropped choice (a partition gone, a
+    reservation ended, an account removed, a profile no longer visible...): the form shows
+    the notes, so nothing is dropped silently.
+    """
+    if not isinstance(remembered, dict):
+        return {}, []
+    kept = {k: v for k, v in remembered.items() if k in OPTION_NAMES}
+    notes = []
+    for field, message in option_errors(kept, settings, partitions, access).items():
+        if field not in kept:
+            continue
+        value = kept.pop(field)
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        notes.append(f"Your last {field} {value!r} was dropped: {message}.")
+    return kept, notes

@@ -67,6 +67,21 @@ PATTERN_HINTS = {
     HOST_NAME_PATTERN: "a host name or an IPv4 address",
 }
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Unix group names (as NSS returns them: local, LDAP, AD).
+GROUP_NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}"
+# The fields of a profile a user may change, and a profile may lock (options.RESOURCE_OPTIONS).
+PROFILE_FIELDS = (
+    "partition",
+    "cores",
+    "memory_gb",
+    "walltime_hours",
+    "gpus",
+    "gpu_type",
+    "account",
+    "qos",
+    "reservation",
+    "constraint",
+)
 
 
 class SettingsError(ValueError):
@@ -164,6 +179,23 @@ class Profile:
         doc="Extra plain sbatch options, e.g. --qos=interactive.",
         pattern=SBATCH_OPTION_PATTERN,
     )
+    locked: list[str] = setting(
+        [],
+        doc="Fields users cannot change from this profile's values (read-only in the form; "
+        "the form, the REST API and launch links refuse another value), e.g. [partition, gpus].",
+        choices=PROFILE_FIELDS,
+    )
+    groups: list[str] = setting(
+        [],
+        doc="Unix groups whose members see this profile (one is enough); [] = everyone. "
+        "Others neither see it in the form nor may request it.",
+        pattern=GROUP_NAME_PATTERN,
+        pattern_hint="a Unix group name",
+    )
+
+    def visible_to(self, groups) -> bool:
+        """Whether a user in these Unix groups may see and use this profile."""
+        return not self.groups or bool(set(self.groups) & set(groups))
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import grp
+import os
 import pwd
 import re
 import shlex
@@ -65,6 +67,8 @@ from .options import (
     ResourceRequest,
     UserAccess,
     offered_partitions,
+    option_errors,
+    reconcile,
     resolve_request,
 )
 from .sessions import plain_end, session_info
@@ -208,6 +212,38 @@ def _tls_client_context(keyfile: str, certfile: str, cafile: str, _stamps) -> ss
     context.check_hostname = True
     context.load_cert_chain(certfile, keyfile)
     return context
+
+
+def unix_groups(username: str) -> tuple[str, ...]:
+    """The names of a user's Unix groups (primary and supplementary), as the login node's
+    NSS sees them (files, LDAP, sssd); none for an unknown user."""
+    try:
+        gid = pwd.getpwnam(username).pw_gid
+        gids = os.getgrouplist(username, gid)
+    except (KeyError, OSError):
+        return ()
+    names = []
+    for g in gids:
+        try:
+            names.append(grp.getgrgid(g).gr_name)
+        except KeyError:
+            continue
+    return tuple(sorted(set(names)))
+
+
+# Query arguments of /hub/spawn that are JupyterHub's, not options of a launch link.
+LINK_RESERVED = ("next", "display_name", "_xsrf")
+
+
+def link_options(query: dict[str, list[bytes]]) -> dict:
+    """A launch link's options (/hub/spawn?profile=...&cores=...; opt-cores= works too)."""
+    options = {}
+    for key, values in query.items():
+        if key in LINK_RESERVED:
+            continue
+        name = key[4:] if key.startswith("opt-") else key
+        options[name] = [v.decode("utf-8", "replace") for v in values]
+    return {k: v[0] if len(v) == 1 else v for k, v in options.items()}
 
 
 class SpawnFailed(RuntimeError):
@@ -888,6 +924,11 @@ class ProfilesSlurmSpawner(ProfilesSpawner):
         helper = (spawner.sudo, "-n", spawner.slurm_helper)
         return cluster_info(spawner.slurm_bin_dir, spawner.cluster_info_ttl, helper)
 
+    # The user's Unix groups (which profiles they see); tests give their own.
+    groups_of = Any(unix_groups)
+    # Options of a form submission that was refused: the form shows them again, with errors.
+    _refused_form = None
+
     async def _access(self, max_age: float | None = None) -> tuple[dict, UserAccess]:
         """The offered partitions and what Slurm lets this user use (cached, see cluster.py)."""
         spawner = self.settings.spawner
@@ -896,7 +937,9 @@ class ProfilesSlurmSpawner(ProfilesSpawner):
         if spawner.accounts_from_slurmdbd:
             associations = await self.cluster.associations(self.user.name, max_age)
         partitions = offered_partitions(snapshot.partitions, spawner.partitions)
-        return partitions, UserAccess(self.user.name, associations, snapshot.reservations)
+        groups = tuple(self.groups_of(self.user.name))
+        access = UserAccess(self.user.name, associations, snapshot.reservations, groups)
+        return partitions, access
 
     async def resolve(self, user_options) -> ResourceRequest:
         # A spawn is checked against data no older than the TTL (a form may show older).
@@ -906,21 +949,67 @@ class ProfilesSlurmSpawner(ProfilesSpawner):
     async def get_options_form(self):
         try:
             partitions, access = await self._access()
-            accounts = access.associations.accounts if access.associations else None
         except ClusterQueryError as e:
             self.log.error("Cannot read partitions from Slurm for the form: %s", e)
             return (
                 '<div class="alert alert-danger">The hub cannot reach Slurm right now '
                 f"({web.escape.xhtml_escape(str(e))}). Please try again in a minute.</div>"
             )
-        previous = self.orm_spawner.user_options if self.orm_spawner else None
+        values, notes, errors = self._form_values(partitions, access)
         return render_form(
             self.settings.spawner,
             partitions,
             hub_base_url=self.hub.base_url if self.hub else "/hub/",
-            accounts=accounts,
-            selected=previous if isinstance(previous, dict) else None,
+            access=access,
+            values=values,
+            notes=notes,
+            errors=errors,
         )
+
+    def _link_query(self) -> dict | None:
+        """The query of the launch link being opened (GET /hub/spawn?...), if any."""
+        handler = self.handler
+        if handler is None or getattr(handler, "_finished", True):
+            return None
+        if handler.request.method != "GET":
+            return None
+        return link_options(handler.request.query_arguments) or None
+
+    def remembered_options(self) -> dict:
+        """The user's last choices: this server's, else those of their latest server."""
+        own = self.orm_spawner.user_options if self.orm_spawner else None
+        if own:
+            return dict(own)
+        others = [
+            s
+            for s in getattr(self.user, "orm_spawners", {}).values()
+            if s is not self.orm_spawner and s.user_options
+        ]
+        if not others:
+            return {}
+        latest = max(others, key=lambda s: (s.started or s.last_activity or 0, s.id or 0))
+        return dict(latest.user_options)
+
+    def _form_values(self, partitions, access) -> tuple[dict, list[str], dict[str, str]]:
+        """What the form shows: a refused submission with its errors, a launch link's values
+        with theirs, or the remembered choices minus what the cluster no longer offers."""
+        settings = self.settings.spawner
+        refused, self._refused_form = self._refused_form, None
+        if refused is not None:
+            return refused, [], option_errors(refused, settings, partitions, access)
+        link = self._link_query()
+        if link is not None:
+            errors = option_errors(link, settings, partitions, access)
+            if errors:
+                audit.event(
+                    "spawn_link_refused",
+                    user=self.user.name,
+                    server=self.name,
+                    reason="; ".join(errors.values()),
+                )
+            return link, [], errors
+        values, notes = reconcile(self.remembered_options(), settings, partitions, access)
+        return values, notes, {}
 
     async def options_from_form(self, formdata):
         options = {k: v[0] for k, v in formdata.items() if k in OPTION_NAMES and v}
@@ -929,7 +1018,9 @@ class ProfilesSlurmSpawner(ProfilesSpawner):
             await self.resolve(options)
         except OptionsError as e:
             audit.event("spawn_refused", user=self.user.name, server=self.name, reason=str(e))
+            self._refused_form = options
             raise ValueError(str(e)) from e
+        self._refused_form = None
         return options
 
     @staticmethod

@@ -1,10 +1,13 @@
 """The spawner's decisions, with Slurm commands faked (the testbed runs the real ones)."""
 
 import asyncio
+import dataclasses
 import json
 import logging
+import re
 import shlex
 import subprocess
+import types
 
 import pytest
 from batchspawner import JobStatus
@@ -17,6 +20,7 @@ from hpchub_config.spawner import (
     ProfilesSlurmSpawner,
     SlurmNotebookSpawner,
     SpawnFailed,
+    unix_groups,
 )
 from tornado import web
 
@@ -537,3 +541,117 @@ def test_the_job_builds_the_users_login_environment(wrapper, tmp_path):
     (tmp_path / ".bash_profile").unlink()
     result = bash(block + '\nprintf "%s" "$FROM_PROFILE"', env={"PATH": "/usr/bin:/bin"})
     assert result.stdout.endswith("yes")
+
+
+# --------------------------------------------------------------------------- issue 8: the form
+
+
+def form_of(wrapper, partitions, monkeypatch, groups=("hpcusers",)):
+    async def fake_snapshot(max_age=None):
+        return ClusterSnapshot(partitions)
+
+    monkeypatch.setattr(wrapper.cluster, "snapshot", fake_snapshot)
+    wrapper.groups_of = lambda name: groups
+    return asyncio.run(wrapper.get_options_form())
+
+
+def fake_link(query: str, finished=False):
+    from urllib.parse import parse_qs
+
+    arguments = {k: [x.encode() for x in v] for k, v in parse_qs(query).items()}
+    request = types.SimpleNamespace(method="GET", query_arguments=arguments)
+    return types.SimpleNamespace(request=request, _finished=finished)
+
+
+def test_a_launch_link_fills_the_form_and_its_errors_name_each_field(
+    wrapper, partitions, monkeypatch
+):
+    wrapper.handler = fake_link("profile=medium&opt-cores=3&next=/hub/home&walltime_hours=4")
+    html = form_of(wrapper, partitions, monkeypatch)
+    assert re.search(r'<option value="medium"[^>]* selected>', html)
+    assert re.search(r'name="cores"[^>]*value="3"', html)
+    assert "hpchub-errors" not in html
+    wrapper.handler = fake_link("profile=medium&cores=64&memory_gb=x&colour=red")
+    html = form_of(wrapper, partitions, monkeypatch)
+    assert "Nothing was submitted" in html
+    for name in ("cores", "memory_gb"):
+        assert f'id="hpchub-{name}-error"' in html
+    assert "unknown option &#x27;colour&#x27;" in html
+    # A finished request (a stale handler) is no link: the remembered choices are shown.
+    wrapper.handler = fake_link("cores=64", finished=True)
+    assert "hpchub-errors" not in form_of(wrapper, partitions, monkeypatch)
+
+
+def test_the_stock_handler_would_spawn_from_a_query_ours_fills_the_form():
+    from hpchub_config import form
+    from jupyterhub import handlers
+    from jupyterhub.handlers.pages import SpawnHandler
+
+    form.install()
+    routes = {h[0]: h[1] for h in handlers.default_handlers}
+    for route in ("/spawn", "/spawn/([^/]+)", "/spawn/([^/]+)/([^/]+)"):
+        assert issubclass(routes[route], SpawnHandler) and routes[route] is not SpawnHandler
+        handler = object.__new__(routes[route])
+        assert handler._get_user_options({"profile": ["small"]}) == {}
+    stock = object.__new__(SpawnHandler)
+    assert stock._get_user_options({"opt-profile": ["small"]}) == {"profile": ["small"]}
+
+
+def test_remembered_choices_come_back_and_gone_ones_are_dropped_with_a_note(
+    wrapper, partitions, monkeypatch
+):
+    orm = types.SimpleNamespace(
+        user_options={"profile": "medium", "cores": "3", "partition": "retired"},
+        started=None,
+        last_activity=None,
+        id=1,
+        server=None,
+    )
+    wrapper.orm_spawner = orm
+    html = form_of(wrapper, partitions, monkeypatch)
+    assert re.search(r'name="cores"[^>]*value="3"', html)
+    assert "Your last partition &#x27;retired&#x27; was dropped" in html
+    # A new named server offers the user's latest choices.
+    wrapper.orm_spawner = types.SimpleNamespace(user_options={}, server=None)
+    wrapper.user.orm_spawners = {"": orm}
+    assert re.search(r'name="cores"[^>]*value="3"', form_of(wrapper, partitions, monkeypatch))
+
+
+def test_a_refused_submission_comes_back_with_its_values_and_errors(
+    wrapper, partitions, monkeypatch
+):
+    form_of(wrapper, partitions, monkeypatch)
+    with pytest.raises(ValueError):
+        asyncio.run(wrapper.options_from_form({"profile": ["medium"], "cores": ["64"]}))
+    html = form_of(wrapper, partitions, monkeypatch)
+    assert re.search(r'name="cores"[^>]*aria-invalid="true"[^>]*value="64"', html)
+    # Once: the next visit shows the remembered choices.
+    assert "aria-invalid" not in form_of(wrapper, partitions, monkeypatch)
+
+
+def test_group_profiles_are_only_for_members_in_the_form_and_the_api(
+    wrapper, partitions, monkeypatch
+):
+    profiles = wrapper.settings.spawner.profiles
+    gpu = dataclasses.replace(profiles[1], key="gpuprof", groups=["gpu-project"])
+    settings = dataclasses.replace(
+        wrapper.settings,
+        spawner=dataclasses.replace(wrapper.settings.spawner, profiles=[profiles[0], gpu]),
+    )
+    wrapper.settings = settings
+    assert 'value="gpuprof"' in form_of(wrapper, partitions, monkeypatch, ("gpu-project",))
+    assert 'value="gpuprof"' not in form_of(wrapper, partitions, monkeypatch, ("hpcusers",))
+    with pytest.raises(web.HTTPError) as info:
+        asyncio.run(wrapper.apply_user_options(wrapper, {"profile": "gpuprof"}))
+    assert "profile 'gpuprof' is not available to you" in info.value.log_message
+
+
+def test_unix_groups_come_from_nss_with_the_primary_group():
+    import grp
+    import os
+    import pwd
+
+    me = pwd.getpwuid(os.getuid())
+    groups = unix_groups(me.pw_name)
+    assert grp.getgrgid(me.pw_gid).gr_name in groups
+    assert unix_groups("no-such-user-hpchub") == ()

@@ -188,8 +188,12 @@ def accounts(tmp_path_factory) -> dict:
 def test_demo_users_of_the_tests_are_the_accounts_ansible_creates(accounts):
     names = _testbed_test_names()
     group, gid = names.DEMO_GROUP
-    assert accounts["groups"] == [{"name": group, "gid": gid}]
+    # The demo group, then project groups (supplementary only: alice's gpu-project).
+    assert accounts["groups"][0] == {"name": group, "gid": gid}
+    projects = {g["name"] for g in accounts["groups"][1:]}
+    assert projects == {"gpu-project"}
     created = {user["name"]: user for user in accounts["users"]}
+    assert {n: u["groups"] for n, u in created.items() if u["groups"]} == {"alice": ["gpu-project"]}
     assert {name: created[name]["uid"] for name in names.DEMO_USERS} == names.DEMO_USERS
     assert names.DEMO_USERS == TOPOLOGY.demo_uids
     assert {"alice", "bob"} <= set(names.DEMO_USERS)  # the personas of tests/testbed
