@@ -1,6 +1,7 @@
 """Pins move only when the repository (a new hpchub release) or the inventory says so.
 
-Every Python package the roles install is pinned to one version in one requirements file, and no
+Every Python package the roles install by name is pinned to one version in one requirements file,
+every package of each venv (dependencies too) in its lock (tools/lock_requirements.py), and no
 task can move a version by itself: no `state: latest`, no apt upgrade, no `pip --upgrade`. So a
 converge installs what is missing and never upgrades what is there (the upgrade scenario's second
 converge, `make test-upgrade`, proves changed=0 on a live testbed). Debian packages are pinned by
@@ -11,6 +12,7 @@ site's own `apt upgrade` policy moves them (docs/operations.md).
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 REQUIREMENTS = sorted(REPO.glob("roles/*/files/requirements.txt"))
+sys.path.insert(0, str(REPO / "tools"))
+import lock_requirements  # noqa: E402
+
+LOCKS = lock_requirements.LOCKS
 TASK_FILES = sorted(REPO.glob("roles/*/tasks/*.yml")) + sorted(REPO.glob("roles/*/handlers/*.yml"))
 PACKAGE_MODULES = {"ansible.builtin.apt", "ansible.builtin.pip", "ansible.builtin.package"}
 EXACT_PIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[0-9][A-Za-z0-9.+!-]*$")
@@ -91,3 +97,40 @@ def test_pip_tasks_install_the_pinned_lists_or_the_sites_own_packages():
         assert re.search(r"__\w+_pinned_packages|\w+_pip_extra_packages", names), (
             f"{path}: task {name!r} installs {names}, not a pinned list"
         )
+
+
+def pins(path: Path) -> dict[str, str]:
+    return {
+        re.sub(r"[-_.]+", "-", name).lower(): version
+        for name, version in (line.split("==", 1) for line in requirement_lines(path))
+    }
+
+
+@pytest.mark.parametrize("venv", sorted(LOCKS))
+def test_each_lock_pins_every_package_and_agrees_with_the_requirements(venv):
+    lock, requirements = LOCKS[venv]
+    lock_path = REPO / lock
+    loose = [line for line in requirement_lines(lock_path) if not EXACT_PIN.match(line)]
+    assert not loose, f"{lock}: not pinned with ==: {loose}"
+    locked = pins(lock_path)
+    for requirement in requirements:
+        stale = {
+            name: (version, locked.get(name))
+            for name, version in pins(REPO / requirement).items()
+            if locked.get(name) != version
+        }
+        assert not stale, (
+            f"{lock} disagrees with {requirement} (wanted, locked): {stale}; "
+            "run tools/lock_requirements.py"
+        )
+
+
+def test_every_pip_task_installs_under_the_lock():
+    pip_tasks = [t for t in package_tasks() if t[2] == "ansible.builtin.pip"]
+    assert len(pip_tasks) >= 4
+    unlocked = [
+        (str(path), name)
+        for path, name, _, args in pip_tasks
+        if "--constraint" not in str(args.get("extra_args", ""))
+    ]
+    assert not unlocked, f"pip tasks without the lock (--constraint): {unlocked}"
