@@ -37,7 +37,10 @@ STATE = "/var/lib/jupyterhub"
 VENV = "/opt/jupyterhub/venv"
 DB_BACKUPS = f"{STATE}/db-backups"
 BACKUPS = REPO / ".backups"
-# What must survive an upgrade and a restore byte for byte (files; folders: every file inside).
+# What must survive an upgrade and a restore byte for byte (files; folders: every file inside),
+# except what JupyterHub makes anew at every start: the leaf certificate of the services it runs
+# (internal-tls/user-service/, signed by the unchanged services CA) and certipy's record of it.
+EPHEMERAL = re.compile(r"/internal-tls/(user-service/|certipy\.json$)")
 PRESERVED = [
     "/etc/jupyterhub/secrets",
     f"{STATE}/jupyterhub_cookie_secret",
@@ -85,7 +88,8 @@ def fingerprints() -> dict[str, str]:
         f"find {' '.join(PRESERVED)} -type f 2>/dev/null | sort | while read -r f; do "
         'echo "$f $(stat -c "%a %U" "$f") $(sha256sum < "$f" | cut -c1-64)"; done',
     )
-    return dict(line.split(" ", 1) for line in out.splitlines())
+    pairs = (line.split(" ", 1) for line in out.splitlines())
+    return {path: print_ for path, print_ in pairs if not EPHEMERAL.search(path)}
 
 
 DB_REVISION = (
