@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import requests
 from testbed.hubclient import HubUser, load_access, node_exec, slurm_jobs
 from testbed.topology import LOGIN, REPO
 
@@ -73,7 +74,28 @@ def run_playbook(playbook: str, tree: Path = REPO, *args: str) -> str:
         time.monotonic() - started
     )
     assert result.returncode == 0, f"{playbook} failed:\n{result.stdout[-6000:]}\n{result.stderr}"
+    wait_hub_through_the_proxy()
     return result.stdout
+
+
+def wait_hub_through_the_proxy(timeout: float = 120) -> None:
+    """The play waits for the hub's API on its own port; users go through the proxy, whose route
+    to the hub the hub adds once it runs (until then the proxy answers 404)."""
+    access = load_access()
+    session = requests.Session()
+    session.trust_env = False
+    deadline, status = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        try:
+            status = session.get(
+                f"{access['hub_url']}/hub/api/", verify=access["ca_cert"], timeout=10
+            ).status_code
+        except requests.RequestException as e:
+            status = str(e)
+        if status == 200:
+            return
+        time.sleep(1)
+    raise AssertionError(f"the hub did not answer through the proxy within {timeout} s: {status}")
 
 
 def changed_counts(output: str) -> dict[str, int]:
@@ -153,7 +175,10 @@ def assert_servers_back(users: dict[str, HubUser], kernels: dict, jobs: dict) ->
 
 def test_earlier_release_deploys_from_the_history():
     subprocess.run(["rm", "-rf", str(OLD_TREE)], check=True)
-    subprocess.run(["git", "clone", "--quiet", str(REPO), str(OLD_TREE)], check=True)
+    subprocess.run(
+        ["git", "-c", "advice.detachedHead=false", "clone", "--quiet", str(REPO), str(OLD_TREE)],
+        check=True,
+    )
     subprocess.run(
         ["git", "-C", str(OLD_TREE), "checkout", "--quiet", "--detach", UPGRADE_FROM], check=True
     )
