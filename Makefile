@@ -121,9 +121,10 @@ backup: venv ## Back up the testbed's hub to .backups/ (playbooks/backup.yml; IN
 restore: venv ## Restore the newest backup in .backups/ (playbooks/restore.yml; INVENTORY=... for a site)
 	ansible-playbook -i $(or $(INVENTORY),$(TESTBED_INVENTORY)) playbooks/restore.yml $(PLAYBOOK_ARGS)
 
+BENCH_ARGS ?=
 .PHONY: bench
-bench: venv ## Benchmarks against the running testbed (spawn latency); writes benchmarks/results/
-	$(BIN)/python benchmarks/spawn_latency.py
+bench: venv ## Benchmarks against the running testbed (spawn latency; BENCH_ARGS="--users 16 50 --cpu")
+	$(BIN)/python benchmarks/spawn_latency.py $(BENCH_ARGS)
 
 .PHONY: clean
 clean: testbed-down ## Remove the testbed and .venv

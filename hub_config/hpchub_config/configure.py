@@ -17,6 +17,8 @@ PROXY = "hpchub_config.proxy.WatchedProxy"
 AUTHENTICATOR = "hpchub_config.auth.AuditedClusterAuthenticator"
 # The census service's scopes: list the users, read their servers (pending, ready, options).
 CENSUS_SCOPES = ("list:users", "read:servers")
+# The metrics service's: /hub/metrics and nothing else.
+METRICS_SCOPES = ("read:metrics",)
 
 
 def configure(c, settings: Settings, settings_path: str) -> None:
@@ -37,8 +39,11 @@ def configure(c, settings: Settings, settings_path: str) -> None:
     c.JupyterHub.pid_file = ""
     # User servers are Slurm jobs: they keep running when the hub restarts or upgrades.
     c.JupyterHub.cleanup_servers = False
+    # Many users (docs/performance.md): spawns and servers the hub accepts at once, and how
+    # often it reads every route's activity from the proxy.
     c.JupyterHub.concurrent_spawn_limit = hub.concurrent_spawn_limit
     c.JupyterHub.active_server_limit = hub.active_server_limit
+    c.JupyterHub.last_activity_interval = hub.last_activity_interval
     c.JupyterHub.template_paths = list(hub.template_paths)
 
     # --- internal TLS: hub, proxy and notebook servers authenticate each other ---------
@@ -89,6 +94,8 @@ def configure(c, settings: Settings, settings_path: str) -> None:
     c.Spawner.start_timeout = spawner.start_timeout
     c.Spawner.http_timeout = spawner.http_timeout
     c.Spawner.poll_interval = spawner.poll_interval
+    # How often each running server reports its activity to the hub (exported to the job).
+    c.Spawner.environment = {"JUPYTERHUB_ACTIVITY_INTERVAL": str(spawner.activity_interval)}
     # Replace batchspawner's port-report API with one that accepts only a port, and serve
     # the form's script.
     api.install()
@@ -134,6 +141,7 @@ def configure(c, settings: Settings, settings_path: str) -> None:
                     f"--timeout={culler.timeout}",
                     f"--cull-every={culler.every}",
                     f"--max-age={culler.max_age}",
+                    f"--concurrency={culler.concurrency}",
                 ],
             }
         )
@@ -145,19 +153,29 @@ def configure(c, settings: Settings, settings_path: str) -> None:
                 "services": ["idle-culler"],
             }
         )
-    if hub.census_token_file:
-        # `make census` (playbooks/census.yml) reads counts through the API with this token:
-        # it may list users and read their servers' state, nothing else (docs/census.md).
-        services.append(
-            {"name": "census", "api_token": Path(hub.census_token_file).read_text().strip()}
-        )
+    # Token-only services outside the hub, each with one narrow role:
+    # - census: `make census` (playbooks/census.yml) may list users and read their servers'
+    #   state, nothing else (docs/census.md);
+    # - metrics: Prometheus (roles/prometheus) may read /hub/metrics, nothing else.
+    for name, token_file, description, scopes in (
+        (
+            "census",
+            hub.census_token_file,
+            "Read-only census: count users and servers (docs/census.md)",
+            CENSUS_SCOPES,
+        ),
+        (
+            "metrics",
+            hub.metrics_token_file,
+            "Prometheus scrapes /hub/metrics (docs/operations.md)",
+            METRICS_SCOPES,
+        ),
+    ):
+        if not token_file:
+            continue
+        services.append({"name": name, "api_token": Path(token_file).read_text().strip()})
         roles.append(
-            {
-                "name": "census",
-                "description": "Read-only census: count users and servers (docs/census.md)",
-                "scopes": list(CENSUS_SCOPES),
-                "services": ["census"],
-            }
+            {"name": name, "description": description, "scopes": list(scopes), "services": [name]}
         )
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles

@@ -27,10 +27,33 @@ import asyncio
 import logging
 import shlex
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from prometheus_client import Counter as MetricCounter
+from prometheus_client import Gauge, Histogram
+
 log = logging.getLogger("hpchub.jobs")
+
+# Served at /hub/metrics with JupyterHub's own (the default registry); alerts in
+# roles/prometheus/files/hpchub-alerts.yml. A query runs only while the hub has jobs to watch.
+SLURM_QUERIES = MetricCounter(
+    "hpchub_slurm_queries",
+    "The hub's job queries to Slurm (hpchub-slurm jobs), by outcome (ok, error)",
+    ["outcome"],
+)
+SLURM_QUERY_SECONDS = Histogram(
+    "hpchub_slurm_query_duration_seconds",
+    "Duration of the hub's job queries to Slurm",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+HUB_JOBS = Gauge(
+    "hpchub_slurm_jobs",
+    "The hub's notebook jobs by Slurm state, as the last good query saw them",
+    ["state"],
+)
+JOB_STATES = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED")
 
 # The hub's own commands (sudo and the helper) get no environment from the hub.
 COMMAND_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
@@ -237,6 +260,7 @@ class JobWatcher:
         except Exception as e:  # noqa: BLE001 - every failure is "no answer"
             snapshot = Snapshot(started, error=f"{type(e).__name__}: {e}")
             log.warning("The hub's job query gave no answer (%s)", snapshot.error)
+        record_metrics(snapshot, time.monotonic() - started)
         self.latest = snapshot
         waiting, self._waiters = self._waiters, []
         for after, future in waiting:
@@ -253,6 +277,17 @@ class JobWatcher:
                 except Exception:
                     log.exception("Watcher of job %s failed", job_id)
         return snapshot
+
+
+def record_metrics(snapshot: Snapshot, seconds: float) -> None:
+    """Count the query; after a good one, the hub's jobs by state (absent states are 0)."""
+    SLURM_QUERIES.labels("error" if snapshot.error else "ok").inc()
+    SLURM_QUERY_SECONDS.observe(seconds)
+    if snapshot.error:
+        return  # the last good answer stands
+    counts = Counter(job.state for job in snapshot.jobs.values())
+    for state in {*JOB_STATES, *counts}:
+        HUB_JOBS.labels(state).set(counts.get(state, 0))
 
 
 _watchers: dict[tuple[str, float, float], JobWatcher] = {}

@@ -219,10 +219,22 @@ class HubSettings:
     )
     log_level: str = setting("INFO", doc="Log level of the hub.", choices=LOG_LEVELS)
     concurrent_spawn_limit: int = setting(
-        100, doc="At most this many servers starting at once (0 = no limit).", minimum=0
+        100,
+        doc="Servers starting at once, more get HTTP 429 (0 = no limit): a guard against a "
+        "stuck Slurm, not against a class (docs/performance.md).",
+        minimum=0,
     )
     active_server_limit: int = setting(
-        0, doc="At most this many running servers (0 = no limit).", minimum=0
+        0,
+        doc="At most this many running servers (0 = no limit): the cluster's notebook "
+        "capacity; a running server costs the hub next to nothing.",
+        minimum=0,
+    )
+    last_activity_interval: int = setting(
+        300,
+        doc="Seconds between the hub's reads of every route's activity from the proxy "
+        "(the culler's input; also a full route check).",
+        minimum=30,
     )
     template_paths: list[str] = setting(
         [],
@@ -233,6 +245,13 @@ class HubSettings:
         "",
         doc='Token of the read-only census service (0600, generated once); "" = none.',
         render="{{ __jupyterhub_census_token_path }}",
+        pattern=f"({ABSOLUTE_PATH_PATTERN})?",
+    )
+    metrics_token_file: str = setting(
+        "",
+        doc="Token of the metrics service (scope read:metrics only: Prometheus scrapes "
+        '/hub/metrics with it; 0600, generated once); "" = none.',
+        render="{{ __jupyterhub_metrics_token_path }}",
         pattern=f"({ABSOLUTE_PATH_PATTERN})?",
     )
 
@@ -327,6 +346,12 @@ class SpawnerSettings:
         doc="Seconds between the hub's job queries while any server starts (one for all).",
         minimum=0.1,
     )
+    activity_interval: int = setting(
+        300,
+        doc="Seconds between a server's activity reports to the hub "
+        "(JUPYTERHUB_ACTIVITY_INTERVAL); well below the culler's timeout.",
+        minimum=10,
+    )
     cluster_info_ttl: int = setting(
         60, doc="Seconds the partition limits read from sinfo are cached.", minimum=0
     )
@@ -399,7 +424,17 @@ class IdleCullerSettings:
     timeout: int = setting(
         3600, doc="Seconds of inactivity before a server is stopped.", minimum=60
     )
-    every: int = setting(300, doc="Seconds between culler runs.", minimum=10)
+    every: int = setting(
+        300,
+        doc="Seconds between culler runs (each lists the users with a running server, paged).",
+        minimum=10,
+    )
+    concurrency: int = setting(
+        10,
+        doc="Servers the culler stops at once (each stop is one scancel through the helper).",
+        minimum=1,
+        maximum=100,
+    )
     max_age: int = setting(
         0, doc="Stop servers older than this many seconds, idle or not (0 = never).", minimum=0
     )

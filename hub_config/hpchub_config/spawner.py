@@ -17,7 +17,7 @@ compared with stock wrapspawner/batchspawner, and why (see docs/architecture.md)
   the home directory;
 - Slurm commands go through hpchub's root helper (`sudo -n hpchub-slurm VERB USER [JOBID]`,
   no shell, no environment from the hub): it checks the account at call time and runs a
-  fixed command as the user. The job gets no environment from sbatch (--export=NONE); the
+  fixed command as the user. The job gets no environment from sbatch (--export=NIL); the
   hub's JUPYTERHUB_* variables are shell-quoted `export` lines of the script, and neither
   the script nor the environment is ever logged (batchspawner logs both at DEBUG: the
   server's API token would reach the journal);
@@ -30,6 +30,7 @@ compared with stock wrapspawner/batchspawner, and why (see docs/architecture.md)
 from __future__ import annotations
 
 import asyncio
+import functools
 import pwd
 import re
 import shlex
@@ -41,7 +42,7 @@ from urllib.parse import urlparse
 
 from batchspawner import JobStatus, SlurmSpawner
 from batchspawner.batchspawner import format_template
-from jupyterhub.utils import make_ssl_context, subdomain_hook_idna
+from jupyterhub.utils import subdomain_hook_idna
 from tornado import web
 from traitlets import Any, Dict, Float, Instance, Type, Unicode, default
 from wrapspawner import ProfilesSpawner, WrapSpawner
@@ -66,7 +67,7 @@ BATCH_SCRIPT = """#!/bin/bash
 #SBATCH --job-name=jupyter-{{hub_name}}-{{request.profile}}
 #SBATCH --output=/dev/null
 #SBATCH --chdir={{homedir}}
-#SBATCH --export=NONE
+#SBATCH --export=NIL
 #SBATCH --no-requeue
 #SBATCH --nodes=1
 #SBATCH --ntasks=1
@@ -79,6 +80,8 @@ BATCH_SCRIPT = """#!/bin/bash
 {% endif %}{% for option in request.sbatch_options %}#SBATCH {{option}}
 {% endfor %}
 # A JupyterLab server for {{username}}, started by the hub {{hub_name}} (hpchub).
+PATH=/usr/local/bin:/usr/bin:/bin
+export PATH
 # Output goes to a log only the user can read (directory 0700, log 0600); the directory
 # may not exist when Slurm opens --output, hence the redirection here.
 set -eu
@@ -92,11 +95,23 @@ chmod 600 "$log_dir/jupyterlab-${SLURM_JOB_ID}.log"
 umask "$hpchub_umask"
 echo "hpchub: job ${SLURM_JOB_ID} of {{username}} on $(hostname) at $(date -Is)"
 
-# The job starts with the user's login environment (--export=NONE: nothing from the
-# hub or sbatch): load the site's login environment (Lmod, MODULEPATH) and export what
-# jupyterlmod needs.
+# Nothing from the hub or sbatch reaches the job (--export=NIL): it builds the user's login
+# environment here, once, as a login does (the account's HOME, USER and LOGNAME, the locale
+# and /etc/environment as pam_env sets them; then, as bash does for a login shell,
+# /etc/profile: the site's Lmod and MODULEPATH; then the user's ~/.bash_profile,
+# ~/.bash_login or ~/.profile), and exports what jupyterlmod needs. (With --export=NONE,
+# and on Slurm 22.05 with NIL too, slurmd first builds one with `su - USER`; later Slurm
+# releases skip that for NIL.)
+HOME={{homedir_q}} USER={{username_q}} LOGNAME={{username_q}}
+export HOME USER LOGNAME
 set +u
+for hpchub_env in /etc/environment /etc/default/locale; do
+  if [ -r "$hpchub_env" ]; then set -a; . "$hpchub_env" || true; set +a; fi
+done
 if [ -r /etc/profile ]; then . /etc/profile || true; fi
+for hpchub_profile in "$HOME/.bash_profile" "$HOME/.bash_login" "$HOME/.profile"; do
+  if [ -r "$hpchub_profile" ]; then . "$hpchub_profile" || true; break; fi
+done
 set -u
 if [ -n "${LMOD_CMD:-}" ]; then export LMOD_CMD; fi
 if [ -n "${MODULEPATH:-}" ]; then export MODULEPATH; fi
@@ -151,6 +166,28 @@ FATAL_PENDING_REASONS = re.compile(
     r"InvalidAccount|InvalidQOS|AccountNotAllowed|QOSMax\w*PerJob\w*|JobHeldAdmin|"
     r"DependencyNeverSatisfied|Req(Node)?NotAvail.*Unavailable.*)$"
 )
+
+
+def tls_client_context(keyfile: str, certfile: str, cafile: str) -> ssl.SSLContext:
+    """The TLS context of the hub's port checks, made once per set of files.
+
+    jupyterhub.utils.make_ssl_context also loads the system's CA store (hundreds of
+    certificates, ~10 ms of CPU) every time: called for every port check of every starting
+    server, it blocked the hub's event loop for most of a 50-user burst. The files only
+    change when the hub regenerates them (at its start): their mtimes are part of the key.
+    Only the internal CAs are trusted; the check compares the exact certificate anyway.
+    """
+    stamps = tuple(Path(f).stat().st_mtime_ns for f in (keyfile, certfile, cafile))
+    return _tls_client_context(keyfile, certfile, cafile, stamps)
+
+
+@functools.lru_cache(maxsize=4)
+def _tls_client_context(keyfile: str, certfile: str, cafile: str, _stamps) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.check_hostname = True
+    context.load_cert_chain(certfile, keyfile)
+    return context
 
 
 class SpawnFailed(RuntimeError):
@@ -242,6 +279,8 @@ class SlurmNotebookSpawner(SlurmSpawner):
         return {
             "username": self.user.name,
             "homedir": self.req_homedir,
+            "homedir_q": shlex.quote(self.req_homedir),
+            "username_q": shlex.quote(self.user.name),
             "hub_name": self.settings.hub.name,
             "log_dir": spawner.job_log_dir,
             "log_dir_q": shlex.quote(f"{self.req_homedir}/{spawner.job_log_dir}"),
@@ -514,12 +553,12 @@ class SlurmNotebookSpawner(SlurmSpawner):
 
     def _tls_client_context(self) -> ssl.SSLContext:
         # The hub's own certificate (notebook servers require a client certificate) and
-        # every internal CA, like the hub's own client.
+        # every internal CA, like the hub's own client; one context for every check.
         store = Path(self.internal_certs_location)
-        return make_ssl_context(
+        return tls_client_context(
             str(store / "hub-internal" / "hub-internal.key"),
             str(store / "hub-internal" / "hub-internal.crt"),
-            cafile=self.internal_trust_bundles["hub-ca"],
+            self.internal_trust_bundles["hub-ca"],
         )
 
     def _foreign(self, what: str) -> ForeignServer:

@@ -189,13 +189,15 @@ class HubUser:
                     break
         return message
 
-    def start_server(self, options: dict | None = None, timeout: float = 180) -> float:
-        """Start and wait; return seconds from the request to a ready server."""
+    def start_server(
+        self, options: dict | None = None, timeout: float = 180, poll: float = 0.25
+    ) -> float:
+        """Start and wait (asking for the server model every `poll` s); seconds to ready."""
         started = time.monotonic()
         response = self.request_server(options)
         if response.status_code not in (201, 202):
             raise HubError(f"spawn refused: {response.status_code} {response.text}")
-        self.wait_ready(timeout)
+        self.wait_ready(timeout, poll=poll)
         self.wait_reachable(timeout)
         return time.monotonic() - started
 

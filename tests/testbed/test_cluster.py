@@ -88,7 +88,9 @@ def test_slurm_conf_has_the_testbed_settings(login):
     assert re.search(r"^ProctrackType=proctrack/linuxproc$", conf, re.M)
     assert re.search(r"^SelectTypeParameters=CR_Core_Memory$", conf, re.M)
     for node in COMPUTE_NODES:
-        assert re.search(rf"^NodeName={node} NodeAddr={node} CPUs=8 RealMemory=16000\b", conf, re.M)
+        assert re.search(
+            rf"^NodeName={node} NodeAddr={node} CPUs=32 RealMemory=40960\b", conf, re.M
+        )
     nodes = ",".join(COMPUTE_NODES)
     assert re.search(
         rf"^PartitionName=batch Nodes={nodes} Default=YES MaxTime=08:00:00 ", conf, re.M

@@ -106,6 +106,23 @@ def test_jupyterlmod_lists_and_loads_site_modules(alice, alice_server):
     alice.server_api("DELETE", "module", json={"modules": ["hello"]})
 
 
+def test_the_server_runs_in_the_users_login_environment(alice, alice_server):
+    # Nothing comes from the hub or sbatch (--export=NIL): the job builds the login
+    # environment itself, with the account's identity and the site's Lmod setup.
+    output = alice.run_code(
+        "import os\n"
+        "for name in ('HOME', 'USER', 'LOGNAME', 'LMOD_CMD', 'JUPYTERHUB_ACTIVITY_INTERVAL'):\n"
+        "    print(name, os.environ.get(name, '-'))\n"
+        "print('MODULEPATH', '/opt/software/modulefiles' in os.environ.get('MODULEPATH', ''))"
+    )
+    values = dict(line.split(" ", 1) for line in output.splitlines())
+    assert values["HOME"] == "/home/alice"
+    assert values["USER"] == values["LOGNAME"] == "alice"
+    assert values["LMOD_CMD"] != "-"
+    assert values["MODULEPATH"] == "True"
+    assert values["JUPYTERHUB_ACTIVITY_INTERVAL"] == "300"  # the hub's setting reached the job
+
+
 def test_jupyterlab_does_not_ask_about_fetching_news(alice, alice_server):
     page = alice.server_api("GET", "lab").text
     config = json.loads(
@@ -122,8 +139,8 @@ def test_spawn_form_offers_profiles_and_partition_limits_from_slurm(alice, no_se
     assert page.status_code == 200
     assert 'name="profile"' in page.text
     assert "1 core, 2 GB, 1 hour" in page.text and "2 cores, 4 GB, 4 hours" in page.text
-    # Limits read from sinfo: 8 CPUs and 16000 MB per node, MaxTime 8 h on "batch".
-    assert "batch: up to 8 cores, 15 GB, 8 h" in page.text
+    # Limits read from sinfo: 32 CPUs and 40960 MB per node, MaxTime 8 h on "batch".
+    assert "batch: up to 32 cores, 40 GB, 8 h" in page.text
 
 
 def submit_spawn_form(user: HubUser, **fields: str):
@@ -148,7 +165,7 @@ def test_spawn_form_shows_the_reason_for_an_invalid_choice(alice, no_server):
     response = submit_spawn_form(
         alice, profile="small", partition="batch", cores="64", memory_gb="2", walltime_hours="1"
     )
-    assert "64 cores requested, but nodes in partition batch have at most 8" in response.text
+    assert "64 cores requested, but nodes in partition batch have at most 32" in response.text
     assert slurm_jobs("alice") == []
 
 
@@ -159,7 +176,7 @@ def test_spawn_form_shows_the_reason_for_an_invalid_choice(alice, no_server):
     "options, message",
     [
         ({"profile": "local"}, "unknown profile 'local'"),
-        ({"profile": "small", "cores": 99}, "at most 8"),
+        ({"profile": "small", "cores": 99}, "at most 32"),
         ({"profile": "small", "walltime_hours": "1\n#SBATCH --uid=0"}, "number of hours"),
         ({"profile": "small", "partition": "batch; touch /tmp/x"}, "not a valid"),
         ({"profile": "small", "runtime": "00:01:00"}, "unknown option 'runtime'"),

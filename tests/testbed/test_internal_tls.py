@@ -206,3 +206,126 @@ def test_internal_keys_belong_to_the_hub_account_only():
 def hub_journal(since: str, pattern: str) -> list[str]:
     out = node_exec(LOGIN, f"journalctl -u jupyterhub -o cat --since '{since}' || true")
     return re.findall(pattern, out)
+
+
+# bob's listener on the port alice's job reported, answering TLS with bob's own (valid) server
+# certificate; it records every connection and what was sent to it.
+IMPOSTOR = r"""
+import json, socket, ssl, sys, time
+port, crt, key, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+seconds = float(sys.argv[5])
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(crt, key)
+s = socket.socket()
+s.bind(("0.0.0.0", port))
+s.listen(16)
+s.settimeout(0.5)
+seen = {"connections": 0, "received": ""}
+def save():
+    with open(out, "w") as f:
+        json.dump(seen, f)
+save()
+deadline = time.monotonic() + seconds
+while time.monotonic() < deadline:
+    try:
+        conn, _ = s.accept()
+    except socket.timeout:
+        continue
+    seen["connections"] += 1
+    try:
+        tls = context.wrap_socket(conn, server_side=True)
+        tls.settimeout(2)
+        seen["received"] += tls.recv(65536).decode("latin-1")
+        tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nbob-squatter!")
+        tls.close()
+    except (OSError, ssl.SSLError) as e:
+        seen["received"] += f"[{type(e).__name__}]"
+    save()
+"""
+
+# Stages the race window (alice's own configuration, loaded by jupyterhub-singleuser after
+# batchspawner-singleuser reported the port and before the server binds it): while the hold
+# file exists, her server waits. The attacker is bob; this only makes the window certain.
+HOLD = "~/.hpchub-hold"
+HOLD_CONFIG = (
+    "import os, time\n"
+    f"hold = os.path.expanduser({HOLD!r})\n"
+    "deadline = time.monotonic() + 120\n"
+    "while os.path.exists(hold) and time.monotonic() < deadline:\n"
+    "    time.sleep(0.2)\n"
+)
+
+
+def wait_for_port_report(user: str, since: str, timeout: float = 150) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ports = hub_journal(since, rf"{user}: notebook job reported port (\d+)")
+        if ports:
+            return ports[-1]
+        time.sleep(0.5)
+    raise AssertionError(f"{user}'s job reported no port within {timeout:.0f} s")
+
+
+def test_a_listener_with_another_users_certificate_on_the_reported_port_is_refused(
+    no_server, alice, bob
+):
+    """bob binds the port alice's job reported before her server does, and answers with his
+    own server's certificate (same CA, valid for the node): the hub refuses it, cancels the
+    job, and sends nothing there."""
+    bob.start_server({"profile": "small"})
+    (bob_job,) = slurm_jobs("bob")
+    bob_tls = tls_folder("bob", bob_job.node)
+    bob_cert = node_exec(bob_job.node, f"cat {bob_tls}/server.crt", user="bob")
+    bob_key = node_exec(bob_job.node, f"cat {bob_tls}/server.key", user="bob")
+
+    node_exec(
+        LOGIN,
+        f"mkdir -p ~/.jupyter && printf %s {shlex.quote(HOLD_CONFIG)} "
+        f"> ~/.jupyter/jupyter_server_config.py && touch {HOLD}",
+        user="alice",
+    )
+    node = folder = ""
+    try:
+        since = node_exec(LOGIN, "date '+%Y-%m-%d %H:%M:%S'").strip()
+        assert alice.request_server({"profile": "small"}).status_code in (201, 202)
+        port = wait_for_port_report("alice", since)
+        (alice_job,) = slurm_jobs("alice")
+        node = alice_job.node
+        held = node_exec(node, f"ss -ltnH '( sport = :{port} )'").strip()
+        assert not held, f"alice's server listens on {port} despite the hold: {held}"
+        # bob, on alice's node, with his own certificate and key, takes the reported port.
+        folder = node_exec(node, "mktemp -d", user="bob").strip()
+        for name, text in (("server.crt", bob_cert), ("server.key", bob_key)):
+            node_exec(node, f"printf '%s\\n' {shlex.quote(text)} > {folder}/{name}", user="bob")
+        out = f"{folder}/seen.json"
+        node_exec(
+            node,
+            f"nohup python3 -c {shlex.quote(IMPOSTOR)} {port} {folder}/server.crt "
+            f"{folder}/server.key {out} 90 >{folder}/log 2>&1 & "
+            f"for i in $(seq 50); do [ -s {out} ] && break; sleep 0.1; done; cat {out}",
+            user="bob",
+        )
+        # The hub connects, meets bob's certificate, gives up the spawn and cancels the job.
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and alice.server_model() is not None:
+            time.sleep(0.5)
+        assert alice.server_model() is None, "the spawn went on with bob's listener"
+        refusals = hub_journal(since, r"alice: (The port \d+ your notebook job .*)")
+        assert refusals and "another server's certificate" in refusals[-1], refusals
+        audit = node_exec(LOGIN, f"journalctl -t hpchub-audit -o cat --since '{since}'")
+        assert '"event": "spawn_refused"' in audit and f"{node}:{port}" in audit, audit
+        seen = json.loads(node_exec(node, f"cat {out}", user="bob"))
+        assert seen["connections"] >= 1, seen  # the hub did come ...
+        received = seen["received"].lower()
+        assert "token" not in received and "cookie" not in received, seen  # ... sent nothing
+        assert "get " not in received and "post " not in received, seen
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and slurm_jobs("alice"):
+            time.sleep(1)
+        assert not slurm_jobs("alice"), "alice's job was not cancelled"
+    finally:
+        node_exec(LOGIN, f"rm -f {HOLD} ~/.jupyter/jupyter_server_config.py", user="alice")
+        if node:
+            node_exec(node, "pkill -u bob -f seen.json", check=False)
+        if node and folder:
+            node_exec(node, f"rm -rf {folder}", user="bob", check=False)

@@ -49,6 +49,7 @@ ENV_PACKAGES = {
     "jupyter-server": "2.17.0",
     "ipykernel": "7.4.0",
     "jupyterlmod": "5.3.2",
+    "jsonschema": "4.24.1",
 }
 RELEASE = {"version": "0.1.0", "commit": "a" * 40, "dirty": False}
 

@@ -217,6 +217,53 @@ def test_census_service_gets_read_scopes_only(tmp_path, settings_data):
     assert sorted(roles["census"]["scopes"]) == ["list:users", "read:servers"]
 
 
+def test_metrics_service_may_read_the_metrics_only(tmp_path, settings_data):
+    token = tmp_path / "t"
+    token.write_text("x")
+    metrics_token = tmp_path / "metrics_token"
+    metrics_token.write_text("metrics-secret\n")
+    settings_data["proxy"]["auth_token_file"] = str(token)
+    settings_data["hub"]["metrics_token_file"] = str(metrics_token)
+    c = Config()
+    configure(c, settings_from_dict(settings_data), "x.yaml")
+    services = {s["name"]: s for s in c.JupyterHub.services}
+    assert services["metrics"] == {"name": "metrics", "api_token": "metrics-secret"}
+    roles = {r["name"]: r for r in c.JupyterHub.load_roles}
+    assert roles["metrics"]["services"] == ["metrics"]
+    assert roles["metrics"]["scopes"] == ["read:metrics"]
+    # JupyterHub asks for that scope at /hub/metrics (authenticate_prometheus, on by default).
+    assert c.JupyterHub.get("authenticate_prometheus", True) is True
+
+
 def test_no_census_service_without_its_token_file(config):
     assert "census" not in {s["name"] for s in config.JupyterHub.services}
     assert "census" not in {r["name"] for r in config.JupyterHub.load_roles}
+    assert "metrics" not in {s["name"] for s in config.JupyterHub.services}
+
+
+def test_many_users_settings_reach_jupyterhub_the_jobs_and_the_culler(tmp_path, settings_data):
+    token = tmp_path / "t"
+    token.write_text("x")
+    settings_data["proxy"]["auth_token_file"] = str(token)
+    settings_data["hub"] |= {"concurrent_spawn_limit": 250, "last_activity_interval": 600}
+    settings_data["spawner"]["activity_interval"] = 120
+    settings_data["idle_culler"] = {"concurrency": 20}
+    c = Config()
+    configure(c, settings_from_dict(settings_data), "x.yaml")
+    assert c.JupyterHub.concurrent_spawn_limit == 250
+    assert c.JupyterHub.last_activity_interval == 600
+    # Exported to the job (a JUPYTERHUB_* variable), read by jupyterhub-singleuser.
+    assert c.Spawner.environment == {"JUPYTERHUB_ACTIVITY_INTERVAL": "120"}
+    (culler,) = [s for s in c.JupyterHub.services if s["name"] == "idle-culler"]
+    assert "--concurrency=20" in culler["command"]
+
+
+def test_many_users_settings_have_limits(settings_data):
+    from hpchub_config.settings import SettingsError
+
+    settings_data["hub"]["last_activity_interval"] = 5
+    settings_data["idle_culler"] = {"concurrency": 0}
+    with pytest.raises(SettingsError) as info:
+        settings_from_dict(settings_data)
+    assert "hub.last_activity_interval: must be at least 30" in str(info.value)
+    assert "idle_culler.concurrency: must be at least 1" in str(info.value)

@@ -139,6 +139,16 @@ def test_the_server_with_the_certificate_issued_for_this_spawn_is_accepted(tls_c
     assert asyncio.run(serve_and_check(child, server_context(store, "alice"))) is True
 
 
+def test_port_checks_share_one_tls_context(tls_child, store):
+    # A context per check loaded the system CA store every 0.5 s per starting server,
+    # blocking the hub's event loop during a burst (docs/performance.md).
+    _wrapper, child = tls_child
+    first = child._tls_client_context()
+    assert child._tls_client_context() is first
+    assert asyncio.run(serve_and_check(child, server_context(store, "alice"))) is True
+    assert child._tls_client_context() is first
+
+
 def test_another_users_server_on_the_reported_port_is_refused(tls_child, store):
     """Bob's certificate is valid (same CA, same node name) but is not this spawn's."""
     _wrapper, child = tls_child

@@ -32,7 +32,8 @@ def inventory(tmp_path: Path) -> Path:
     hosts_file = copy / "hosts.yml"
     hosts = yaml.safe_load(hosts_file.read_text())
     for group in hosts["all"]["children"].values():
-        for name, host_vars in group["hosts"].items():
+        for name in group["hosts"]:
+            host_vars = group["hosts"][name] = group["hosts"][name] or {}
             host_vars["ansible_host"] = f"hpchub-preflight-test-nonexistent-{name}"
     hosts_file.write_text(yaml.safe_dump(hosts, sort_keys=False))
     return copy
@@ -182,6 +183,15 @@ def test_value_of_the_wrong_type_fails_before_any_role_runs(inventory):
     write_vars(inventory, "host_vars/login1.yml", {"lmod_sample_modules": "perhaps"})
     assert_preflight_failed(
         run_playbook(inventory, "site.yml"), "Host login1: role lmod:", "'lmod_sample_modules'"
+    )
+
+
+def test_malformed_prometheus_duration_fails_naming_key_and_host(inventory):
+    write_vars(inventory, "host_vars/mgmt1.yml", {"prometheus_scrape_interval": "5 seconds"})
+    assert_preflight_failed(
+        run_playbook(inventory, "site.yml"),
+        "prometheus_scrape_interval is '5 seconds' for host mgmt1",
+        "a Prometheus duration such as 15s",
     )
 
 

@@ -216,3 +216,34 @@ def test_stop_waits_for_a_view_taken_after_the_cancel(spawner_config, caplog):
     seconds = asyncio.run(scenario())
     assert seconds < 1, "stop() kept reading the view from before the cancel"
     assert squeue.queries == 2 and "possibly failed to terminate" not in caplog.text
+
+
+def test_queries_and_the_hubs_jobs_by_state_are_metrics():
+    from prometheus_client import REGISTRY
+
+    def value(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0
+
+    squeue = Squeue({"7": ("alice", "RUNNING|node1|None"), "8": ("bob", "PENDING||Resources")})
+    watcher = JobWatcher(JOBS, fast=0.01, slow=30, run=squeue)
+    ok, errors = (
+        value("hpchub_slurm_queries_total", outcome="ok"),
+        value("hpchub_slurm_queries_total", outcome="error"),
+    )
+    asyncio.run(watcher.refresh())
+    assert value("hpchub_slurm_queries_total", outcome="ok") == ok + 1
+    assert value("hpchub_slurm_jobs", state="RUNNING") == 1
+    assert value("hpchub_slurm_jobs", state="PENDING") == 1
+    assert value("hpchub_slurm_jobs", state="COMPLETING") == 0  # known states are always there
+    # A failed query is counted and leaves the last good counts alone.
+    squeue.fail = RuntimeError("squeue: error: Unable to contact slurm controller")
+    asyncio.run(watcher.refresh())
+    assert value("hpchub_slurm_queries_total", outcome="error") == errors + 1
+    assert value("hpchub_slurm_jobs", state="PENDING") == 1
+    # The next good one: bob's job started.
+    squeue.fail = None
+    squeue.jobs["8"] = ("bob", "RUNNING|node2|None")
+    asyncio.run(watcher.refresh())
+    assert value("hpchub_slurm_jobs", state="RUNNING") == 2
+    assert value("hpchub_slurm_jobs", state="PENDING") == 0
+    assert value("hpchub_slurm_query_duration_seconds_count") >= 3

@@ -73,7 +73,7 @@ def test_batch_script_has_the_validated_resources(wrapper):
         "#SBATCH --partition=batch",
         "#SBATCH --qos=interactive",
         "log_dir=/home/alice/.hpchub/logs",
-        "#SBATCH --export=NONE",
+        "#SBATCH --export=NIL",
         "#SBATCH --chdir=/home/alice",
         "/opt/env/bin/batchspawner-singleuser /opt/env/bin/jupyterhub-singleuser &",
     ]:
@@ -300,7 +300,7 @@ def test_the_server_environment_is_exported_shell_quoted(wrapper, spawner_config
     }
     wrapper = ProfilesSlurmSpawner(user=fake_user(), hub=fake_hub(), config=spawner_config)
     script = script_of(child_for(wrapper))
-    assert "#SBATCH --export=NONE" in script
+    assert "#SBATCH --export=NIL" in script
     exports = [line for line in script.splitlines() if line.startswith("export ")]
     assert "export JUPYTERHUB_API_TOKEN=secret-token" in exports
     assert "export JUPYTERHUB_USER=alice" in exports
@@ -488,3 +488,25 @@ def test_a_command_killed_by_a_signal_is_no_answer(wrapper):
     child = child_for(wrapper)
     with pytest.raises(CommandInterrupted, match="signal 15"):
         asyncio.run(child.run_command("/bin/sh -c 'kill -TERM $$'"))
+
+
+def test_the_job_builds_the_users_login_environment(wrapper, tmp_path):
+    # --export=NIL: no `su - USER` on the node; the script reads the login files itself, as
+    # bash does for a login shell: /etc/profile, then the first of the user's own files.
+    script = script_of(child_for(wrapper))
+    assert "#SBATCH --export=NIL" in script
+    start, end = script.index("\nHOME="), script.index("\nset -u\n")
+    (tmp_path / ".bash_profile").write_text("export FROM_BASH_PROFILE=yes\n")
+    (tmp_path / ".profile").write_text("export FROM_PROFILE=yes\n")
+    # Slurm gives a NIL job no HOME: the script sets the account's (tmp_path here).
+    block = script[start:end].replace("HOME=/home/alice", f"HOME={tmp_path}")
+    result = bash(
+        block + '\nprintf "%s|%s|%s" "$FROM_BASH_PROFILE" "$FROM_PROFILE" "$LOGNAME"',
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    # ~/.bash_profile wins, ~/.profile is not read; LOGNAME is the account's.
+    assert result.stdout.endswith("yes||alice")
+    (tmp_path / ".bash_profile").unlink()
+    result = bash(block + '\nprintf "%s" "$FROM_PROFILE"', env={"PATH": "/usr/bin:/bin"})
+    assert result.stdout.endswith("yes")
