@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from . import api, audit, database, form
+from . import api, audit, database, form, sessions
 from .settings import Settings
 from .tls import alt_names
 
@@ -44,7 +44,10 @@ def configure(c, settings: Settings, settings_path: str) -> None:
     c.JupyterHub.concurrent_spawn_limit = hub.concurrent_spawn_limit
     c.JupyterHub.active_server_limit = hub.active_server_limit
     c.JupyterHub.last_activity_interval = hub.last_activity_interval
-    c.JupyterHub.template_paths = list(hub.template_paths)
+    # Site templates first, then hpchub's (home page cards, pending page, banner).
+    c.JupyterHub.template_paths = [*hub.template_paths, TEMPLATES]
+    # What the pages show of each server's job (sessions.py: no Slurm query per page).
+    c.JupyterHub.template_vars = {"hpchub_sessions": sessions.user_sessions}
 
     # --- internal TLS: hub, proxy and notebook servers authenticate each other ---------
     # JupyterHub's internal_ssl: mutual TLS with CAs per component (hub, proxy API, proxy
@@ -94,12 +97,18 @@ def configure(c, settings: Settings, settings_path: str) -> None:
     c.Spawner.start_timeout = spawner.start_timeout
     c.Spawner.http_timeout = spawner.http_timeout
     c.Spawner.poll_interval = spawner.poll_interval
+    # Named servers: several sessions per user, each its own Slurm job with its own
+    # validated options (0 = only the default server).
+    c.JupyterHub.allow_named_servers = hub.named_server_limit_per_user > 0
+    c.JupyterHub.named_server_limit_per_user = hub.named_server_limit_per_user
     # How often each running server reports its activity to the hub (exported to the job).
     c.Spawner.environment = {"JUPYTERHUB_ACTIVITY_INTERVAL": str(spawner.activity_interval)}
     # Replace batchspawner's port-report API with one that accepts only a port, and serve
     # the form's script.
     api.install()
     form.install()
+    # The sessions API (live updates of the cards) and the no-JavaScript stop/new-server.
+    sessions.install()
 
     # --- services ----------------------------------------------------------------------
     services, roles = [], []
@@ -123,12 +132,9 @@ def configure(c, settings: Settings, settings_path: str) -> None:
                 "oauth_no_confirm": True,
             }
         )
-        c.JupyterHub.template_paths = [*c.JupyterHub.template_paths, TEMPLATES]
         # Where hub pages fetch the banner from: with per-user origins the service has its
         # own host name (announcement--service.<hub domain>) and allows reads from the hub.
-        c.JupyterHub.template_vars = {
-            "hpchub_announcement_url": announcement_url(hub.subdomain_host)
-        }
+        c.JupyterHub.template_vars["hpchub_announcement_url"] = announcement_url(hub.subdomain_host)
     culler = settings.idle_culler
     if culler.enabled:
         services.append(

@@ -103,13 +103,19 @@ async def run_argv(argv: list[str], input: str | None = None) -> str:
 
 @dataclass(frozen=True)
 class Job:
-    """One line of `hpchub-slurm jobs`."""
+    """One line of `hpchub-slurm jobs`.
+
+    `start`/`end`: Unix times Slurm gives (None = none): the actual start of a running job,
+    the expected start of a pending one (what `squeue --start` shows), and start + limit.
+    """
 
     job_id: str
     user: str
     state: str
     host: str
     reason: str
+    start: int | None = None
+    end: int | None = None
 
     @property
     def status(self) -> str:
@@ -117,16 +123,27 @@ class Job:
         return f"{self.state}|{self.host}|{self.reason}"
 
 
+def _unix_time(value: str) -> int | None:
+    """A Unix time from squeue (SLURM_TIME_FORMAT=%s); N/A, Unknown, 0 -> None."""
+    value = value.strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def parse_jobs(output: str) -> dict[str, Job]:
-    """`JOBID|USER|STATE|BATCHHOST|REASON` lines -> jobs by id; anything else is an error."""
+    """`JOBID|USER|STATE|BATCHHOST|REASON|START|END` lines -> jobs by id.
+
+    Lines without the two times (a helper from before they were added) are read too;
+    anything else is an error.
+    """
     jobs = {}
     for line in output.splitlines():
         if not line.strip():
             continue
-        fields = line.split("|")
-        if len(fields) != 5 or not fields[0].isdigit():
+        fields = [f.strip() for f in line.split("|")]
+        if len(fields) not in (5, 7) or not fields[0].isdigit():
             raise JobsQueryError(f"unexpected line from the job query: {line[:100]!r}")
-        job = Job(*(f.strip() for f in fields))
+        times = [_unix_time(f) for f in fields[5:]]
+        job = Job(*fields[:5], *times)
         jobs[job.job_id] = job
     return jobs
 

@@ -236,6 +236,13 @@ class HubSettings:
         "(the culler's input; also a full route check).",
         minimum=30,
     )
+    named_server_limit_per_user: int = setting(
+        2,
+        doc="Named servers a user may have besides the default one, each its own Slurm job "
+        "(0 = no named servers).",
+        minimum=0,
+        maximum=50,
+    )
     template_paths: list[str] = setting(
         [],
         doc="Folders of site templates, searched before hpchub's.",
@@ -356,6 +363,13 @@ class SpawnerSettings:
         60, doc="Seconds the partition limits read from sinfo are cached.", minimum=0
     )
     default_url: str = setting("/lab", doc="Page users land on.", pattern=URL_PATH_PATTERN)
+    walltime_warning_minutes: int = setting(
+        10,
+        doc="JupyterLab warns this many minutes before the job's walltime ends (0 = no "
+        "warning); its top bar always shows the time left.",
+        minimum=0,
+        maximum=1440,
+    )
     allow_custom_resources: bool = setting(
         True, doc="Let users change a profile's resources within the partition's limits."
     )

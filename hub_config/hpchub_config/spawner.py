@@ -50,7 +50,15 @@ from wrapspawner import ProfilesSpawner, WrapSpawner
 from . import audit
 from .cluster import ClusterQueryError, cluster_info
 from .form import render_form
-from .jobs import CommandInterrupted, JobsQueryError, JobWatcher, Snapshot, job_watcher, run_argv
+from .jobs import (
+    CommandInterrupted,
+    Job,
+    JobsQueryError,
+    JobWatcher,
+    Snapshot,
+    job_watcher,
+    run_argv,
+)
 from .options import (
     OPTION_NAMES,
     OptionsError,
@@ -58,6 +66,7 @@ from .options import (
     offered_partitions,
     resolve_request,
 )
+from .sessions import plain_end, session_info
 from .settings import Settings
 from .tls import alt_names
 
@@ -117,6 +126,13 @@ if [ -n "${LMOD_CMD:-}" ]; then export LMOD_CMD; fi
 if [ -n "${MODULEPATH:-}" ]; then export MODULEPATH; fi
 # What the notebook server needs from the hub (its API token among them).
 {{exports}}
+# The job's end (Unix time) for JupyterLab's walltime clock: Slurm's, else start + walltime.
+hpchub_end=$(SLURM_TIME_FORMAT=%s {{squeue_q}} -h -j "$SLURM_JOB_ID" -o %e 2>/dev/null || true)
+case "$hpchub_end" in
+  ''|*[!0-9]*) hpchub_end=$(( $(date +%s) + {{request.walltime_minutes}} * 60 )) ;;
+esac
+export HPCHUB_JOB_END="$hpchub_end"
+export HPCHUB_WALLTIME_WARNING_MINUTES={{walltime_warning_minutes}}
 {% if tls %}
 # Internal TLS: this server's key and certificate (issued by the hub for this spawn) and the
 # CAs it trusts, in a folder only the user can read, removed when the server exits.
@@ -222,6 +238,7 @@ class SlurmNotebookSpawner(SlurmSpawner):
     # `started` of the last snapshot this spawner read (wait_for_* read successive ones).
     _seen_at = float("-inf")
     _news_task = None
+    _submission = None
     stop_confirm_timeout = Float(
         10.0, help="Seconds stop() waits for Slurm to show the cancelled job ended"
     ).tag(config=True)
@@ -286,6 +303,8 @@ class SlurmNotebookSpawner(SlurmSpawner):
             "log_dir_q": shlex.quote(f"{self.req_homedir}/{spawner.job_log_dir}"),
             "env_bin_q": shlex.quote(f"{spawner.notebook_env}/bin"),
             "prologue": "\n".join(spawner.job_prologue),
+            "squeue_q": shlex.quote(f"{spawner.slurm_bin_dir}/squeue"),
+            "walltime_warning_minutes": spawner.walltime_warning_minutes,
             "request": self.request,
         }
 
@@ -408,11 +427,57 @@ class SlurmNotebookSpawner(SlurmSpawner):
         return self._job_status_code()
 
     async def poll(self):
-        status = await super().poll()
-        if status is None and self.job_id:
-            # A server JupyterHub polls (running, or restored after a hub restart).
-            self.watcher.watch(self.job_id, self._job_news)
-        return status
+        # batchspawner's poll, remembering why a job that left the queue ended.
+        await self._submitted()
+        job_id = self.job_id
+        status = await self.query_job_status()
+        if status in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.UNKNOWN):
+            if self.job_id:
+                # A server JupyterHub polls (running, or restored after a hub restart).
+                self.watcher.watch(self.job_id, self._job_news)
+            return None
+        if job_id:
+            state, _, rest = self.job_status.partition("|")
+            self._record_end(job_id, state, rest.rpartition("|")[2])
+        self.clear_state()
+        return 1
+
+    async def _submitted(self) -> None:
+        """A spawn cancelled while sbatch runs (Cancel on a page): wait for the job id.
+
+        JupyterHub then polls and stops this server; both must see the job to cancel it.
+        """
+        if self._submission is not None and not self._submission.done():
+            await asyncio.wait([self._submission], timeout=30)
+
+    def latest_job(self) -> Job | None:
+        """This job in the hub's latest view (no query), if that view is from after submission."""
+        latest = self.watcher.latest
+        if not self.job_id or latest is None or latest.error:
+            return None
+        if latest.started < self._submitted_at:
+            return None
+        job = latest.jobs.get(self.job_id)
+        return job if job is not None and job.user == self.user.name else None
+
+    def _record_end(self, job_id: str, state: str, reason: str = "", text: str = "") -> None:
+        """Why this server's job ended, kept in the server's state for the home page."""
+        if not job_id:
+            return
+        state = state.strip() if re.fullmatch(r"[A-Z_]+", state.strip()) else ""
+        reason = "" if reason.strip() in ("None", "") else reason.strip()
+        text = text or plain_end(state)
+        if state:
+            text += f" (Slurm: {state}{', ' + reason if reason else ''})"
+        owner = self.poll_owner or self
+        owner.last_end = {
+            "job_id": job_id,
+            "state": state,
+            "reason": reason,
+            "text": text,
+            "at": time.time(),
+        }
+        self.log.info("%s: job %s %s", self.user.name, job_id, text)
 
     def _job_alive(self, snapshot: Snapshot) -> bool:
         job = snapshot.jobs.get(self.job_id)
@@ -503,6 +568,8 @@ class SlurmNotebookSpawner(SlurmSpawner):
         job_id = self.job_id
         final = await self._final_state()
         detail = f" ({final})" if final else ""
+        state, _, reason = final.partition(":")
+        self._record_end(job_id, state, reason, text=f"{what} before JupyterLab started")
         message = (
             f"Your notebook job {job_id} {what}{detail} before JupyterLab started. "
             f"Its log is {self.log_path} on the cluster."
@@ -592,8 +659,11 @@ class SlurmNotebookSpawner(SlurmSpawner):
         self.port = 0
         if self.server:
             self.server.port = self.port
+        # Shielded: a spawn cancelled from the page (Cancel) while sbatch runs still learns
+        # the job id, which stop() then cancels (no orphan job).
+        self._submission = asyncio.ensure_future(self.submit_batch_script())
         try:
-            await self.submit_batch_script()
+            await asyncio.shield(self._submission)
         except SpawnFailed:
             raise
         except RuntimeError as e:
@@ -629,6 +699,7 @@ class SlurmNotebookSpawner(SlurmSpawner):
             if status == JobStatus.PENDING and FATAL_PENDING_REASONS.match(self._reason()):
                 reason = self._reason()
                 job_id = self.job_id
+                self._record_end(job_id, "", reason, text=f"could never start ({reason})")
                 await self.cancel_batch_job()
                 self.clear_state()
                 raise SpawnFailed(
@@ -681,7 +752,13 @@ class SlurmNotebookSpawner(SlurmSpawner):
         batchspawner re-queries once a second; here each check reads the first refresh of
         the hub's view that started after the cancel (paced like a starting server's).
         """
+        await self._submitted()
         self.log.info("%s: stopping server job %s", self.user.name, self.job_id)
+        owner = self.poll_owner or self
+        if self.job_id and (owner.last_end or {}).get("job_id") != self.job_id:
+            queued = self.state_ispending() or not self.state_isrunning()
+            text = "was cancelled while queued" if queued else "was stopped from the hub"
+            self._record_end(self.job_id, "", text=text)
         await self.cancel_batch_job()
         if now or not self.job_id:
             return
@@ -700,9 +777,7 @@ class SlurmNotebookSpawner(SlurmSpawner):
     async def progress(self):
         while True:
             if self.state_ispending():
-                reason = self._reason()
-                note = f" (Slurm: {reason})" if reason and reason != "None" else ""
-                yield {"message": f"Job {self.job_id} is waiting in the queue{note}..."}
+                yield self._pending_event()
             elif self.state_isrunning():
                 host = self.state_gethost() or "a compute node"
                 yield {
@@ -713,6 +788,16 @@ class SlurmNotebookSpawner(SlurmSpawner):
             else:
                 yield {"message": "Submitting the notebook job to Slurm..."}
             await asyncio.sleep(1)
+
+    def _pending_event(self) -> dict:
+        """A progress event for a queued job: the message, and its fields under "hpchub"."""
+        if self.poll_owner is None:
+            reason = self._reason()
+            note = f" (Slurm: {reason})" if reason and reason != "None" else ""
+            return {"message": f"Job {self.job_id} is waiting in the queue{note}..."}
+        info = session_info(self.poll_owner)
+        fields = ("job_id", "job_state", "reason", "reason_text", "expected_start", "log_path")
+        return {"message": info["summary"], "hpchub": {k: info[k] for k in fields}}
 
 
 class ProfilesSlurmSpawner(ProfilesSpawner):
@@ -725,6 +810,9 @@ class ProfilesSlurmSpawner(ProfilesSpawner):
     child_class = Type(SlurmNotebookSpawner, SlurmNotebookSpawner)
     # The validated request of the current server; wrapspawner links it to the child.
     request = Instance(ResourceRequest, allow_none=True)
+    # Why this server's last job ended (job_id, state, reason, text, at): kept across stops
+    # in the server's state, shown on the home page.
+    last_end = Dict()
 
     @default("profiles")
     def _default_profiles(self):
@@ -883,11 +971,15 @@ class ProfilesSlurmSpawner(ProfilesSpawner):
         state = super().get_state()
         if self.request is not None:
             state["request"] = self.request.to_state()
+        if self.last_end:
+            state["last_end"] = self.last_end
         return state
 
     def load_state(self, state):
         # Before wrapspawner's load_state, which builds the child (linking the request).
         self.request = ResourceRequest.from_state(state.get("request"))
+        if isinstance(state.get("last_end"), dict):
+            self.last_end = state["last_end"]
         super().load_state(state)
 
     def clear_state(self):

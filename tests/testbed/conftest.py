@@ -93,4 +93,6 @@ def job_dir(as_user) -> Iterator[str]:
 
 
 # The end-to-end hub fixtures (logged-in demo users, a running server).
+# A real browser (Chromium through Playwright) for the UI tests.
+from .browser_fixtures import browser, page  # noqa: E402, F401
 from .hub_fixtures import access, admin, alice, alice_server, bob, no_server  # noqa: E402, F401

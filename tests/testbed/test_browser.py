@@ -8,58 +8,16 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import uuid
-from pathlib import Path
 
 import pytest
 
-from .hubclient import REPO, node_exec, slurm_jobs
+from .browser_fixtures import shot
+from .hubclient import node_exec, slurm_jobs
 from .test_announcements import post_announcement
 from .topology import COMPUTE_NODES, LOGIN
 
 pytestmark = pytest.mark.testbed
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SHOTS = REPO / ".testbed" / "screenshots"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    # Chromium resolves *.localhost to the loopback itself; say so explicitly anyway.
-    "--host-resolver-rules=MAP *.localhost 127.0.0.1",
-]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), "Chromium is missing: `make test` installs Debian's chromium"
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser):
-    # The testbed's certificate is self-signed; TLS itself is checked in test_hub_security.
-    context = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 800})
-    page = context.new_page()
-    yield page
-    context.close()
-
-
-def shot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
 def test_researcher_logs_in_sees_the_banner_and_starts_jupyterlab(

@@ -1,7 +1,7 @@
 """Settings -> JupyterHub configuration, and the pieces it installs."""
 
 import pytest
-from hpchub_config import configure
+from hpchub_config import configure, sessions
 from hpchub_config.settings import settings_from_dict
 from traitlets.config import Config
 
@@ -166,7 +166,24 @@ def test_internal_traffic_is_mutual_tls_and_user_certificates_name_no_local_host
 
 def test_one_origin_unless_subdomain_host_is_set(config):
     assert "subdomain_host" not in config.JupyterHub
-    assert config.JupyterHub.template_vars == {"hpchub_announcement_url": ""}
+    assert config.JupyterHub.template_vars["hpchub_announcement_url"] == ""
+
+
+def test_named_servers_follow_the_per_user_limit(tmp_path, settings_data, config):
+    assert config.JupyterHub.allow_named_servers is True
+    assert config.JupyterHub.named_server_limit_per_user == 2
+    token = tmp_path / "proxy_auth_token"
+    token.write_text("proxy-secret\n")
+    settings_data["proxy"]["auth_token_file"] = str(token)
+    settings_data["hub"]["named_server_limit_per_user"] = 0
+    c = Config()
+    configure(c, settings_from_dict(settings_data), "/etc/jupyterhub/hpchub.yaml")
+    assert c.JupyterHub.allow_named_servers is False
+
+
+def test_pages_get_the_sessions_of_the_user_who_views_them(config):
+    assert config.JupyterHub.template_vars["hpchub_sessions"] is sessions.user_sessions
+    assert config.JupyterHub.template_vars["hpchub_sessions"](None) == {}
 
 
 def test_per_user_origins_and_the_announcement_at_its_own_host(tmp_path, settings_data):

@@ -230,24 +230,25 @@ def test_the_hub_wide_query_is_fixed():
         "-t",
         "all",
         "-o",
-        "%i|%U|%T|%B|%r|%j",
+        "%i|%U|%T|%B|%r|%S|%e|%j",
     ]
 
 
-# squeue -o '%i|%U|%T|%B|%r|%j' as root: every job on the cluster.
+# squeue -o '%i|%U|%T|%B|%r|%S|%e|%j' as root (SLURM_TIME_FORMAT=%s): every job.
 SQUEUE_ALL = """\
-101|2001|RUNNING|node1|None|jupyter-jhub-small
-102|2002|PENDING|(null)|Priority|jupyter-jhub-gpu
-103|0|RUNNING|node1|None|jupyter-jhub-small
-104|1|RUNNING|node2|None|jupyter-jhub-small
-105|998|RUNNING|node2|None|jupyter-jhub-small
-106|65534|RUNNING|node2|None|jupyter-jhub-small
-107|2001|RUNNING|node2|None|my-own-batch-job
-108|2001|RUNNING|node2|None|jupyter-otherhub-small
-109_3|2001|RUNNING|node2|None|jupyter-jhub-small
-110|2003|RUNNING|node2|None|jupyter-jhub-small
-111|4242|RUNNING|node2|None|jupyter-jhub-small
-112|2001|COMPLETED|node1|None|jupyter-jhub-small|with|bars
+101|2001|RUNNING|node1|None|1700000000|1700003600|jupyter-jhub-small
+102|2002|PENDING|(null)|Priority|N/A|N/A|jupyter-jhub-gpu
+103|0|RUNNING|node1|None|1700000000|1700003600|jupyter-jhub-small
+104|1|RUNNING|node2|None|1700000000|1700003600|jupyter-jhub-small
+105|998|RUNNING|node2|None|1700000000|1700003600|jupyter-jhub-small
+106|65534|RUNNING|node2|None|1700000000|1700003600|jupyter-jhub-small
+107|2001|RUNNING|node2|None|1700000000|1700003600|my-own-batch-job
+108|2001|RUNNING|node2|None|1700000000|1700003600|jupyter-otherhub-small
+109_3|2001|RUNNING|node2|None|1700000000|1700003600|jupyter-jhub-small
+110|2003|RUNNING|node2|None|1700000000|1700003600|jupyter-jhub-small
+111|4242|RUNNING|node2|None|1700000000|1700003600|jupyter-jhub-small
+112|2001|COMPLETED|node1|None|1700000000|1700000100|jupyter-jhub-small|with|bars
+113|2001|RUNNING|node1|None|2026-11-28T07:00:00|1700003600|jupyter-jhub-small
 """
 
 
@@ -255,17 +256,18 @@ def test_the_hub_wide_query_shows_only_the_hubs_jobs_of_accounts_it_may_act_for(
     fake_databases(monkeypatch, slurm)
     config = {**CONFIG, "hub_name": "jhub"}
     assert slurm.hub_jobs(SQUEUE_ALL, config) == [
-        "101|alice|RUNNING|node1|None",
-        "102|bob|PENDING|(null)|Priority",
-        "112|alice|COMPLETED|node1|None",
+        "101|alice|RUNNING|node1|None|1700000000|1700003600",
+        "102|bob|PENDING|(null)|Priority|N/A|N/A",
+        "112|alice|COMPLETED|node1|None|1700000000|1700000100",
     ]
     # Below the floor (root, daemon, a late system account), nobody, gid 0, an unknown uid,
-    # other names, array parts: never shown. The allowed groups apply as for USER.
+    # other names, array parts, times that are not Unix times: never shown. The allowed
+    # groups apply as for USER.
     assert slurm.hub_jobs(SQUEUE_ALL, {**config, "allowed_groups": ["gpu"]}) == [
-        "102|bob|PENDING|(null)|Priority"
+        "102|bob|PENDING|(null)|Priority|N/A|N/A"
     ]
     assert slurm.hub_jobs(SQUEUE_ALL, {**config, "min_uid": 2002}) == [
-        "102|bob|PENDING|(null)|Priority"
+        "102|bob|PENDING|(null)|Priority|N/A|N/A"
     ]
 
 
@@ -524,8 +526,8 @@ def test_refused_accounts_run_nothing(fake_slurm_root):
 
 SQUEUE_STUB = """#!/bin/sh
 {{ echo "args=$*"; echo "uid=$(id -u)"; env | sed 's/^/env:/'; }} > {record}
-printf '%s\\n' '7|0|RUNNING|node1|None|jupyter-jhub-small' \\
-  '8|{uid}|RUNNING|node2|None|jupyter-jhub-small' '9|{uid}|RUNNING|node2|None|other'
+printf '%s\\n' '7|0|RUNNING|node1|None|5|9|jupyter-jhub-small' \\
+  '8|{uid}|RUNNING|node2|None|5|9|jupyter-jhub-small' '9|{uid}|RUNNING|node2|None|5|9|other'
 """
 
 
@@ -539,9 +541,11 @@ def test_jobs_runs_squeue_as_root_with_a_clean_environment_and_filters(fake_slur
     write_config(folder, {**data, "hub_name": "jhub"})
     result = run_helper(config, ["jobs"], env={"PATH": "/tmp/evil", "SLURM_CONF": "/tmp/x"})
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["8|daemon|RUNNING|node2|None"]
+    assert result.stdout.splitlines() == ["8|daemon|RUNNING|node2|None|5|9"]
     seen = record.read_text().splitlines()
-    assert "args=-h -a -t all -o %i|%U|%T|%B|%r|%j" in seen and "uid=0" in seen
+    assert "args=-h -a -t all -o %i|%U|%T|%B|%r|%S|%e|%j" in seen and "uid=0" in seen
+    # Times as Unix times, whatever the time zone or locale.
+    assert "env:SLURM_TIME_FORMAT=%s" in seen
     assert "env:SLURM_CONF=/tmp/x" not in seen and "env:PATH=/usr/bin:/bin" in seen
     assert run_helper(config, ["jobs", "daemon"]).returncode == 2
     # Without hub_name in the configuration the helper refuses rather than show every job.

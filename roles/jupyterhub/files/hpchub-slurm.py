@@ -15,7 +15,10 @@ hub, instead of one query per server. It runs squeue as root (under Slurm's Priv
 user sees only their own jobs; the hub must see all of its own) with fixed options, and
 prints only the hub's jobs: those named `jupyter-<hub_name>-...` (hub_name from the
 configuration file) whose owner passes the same account checks as USER below. One line
-per job: JOBID|USER|STATE|BATCHHOST|REASON (finished jobs too, while Slurm keeps them).
+per job: JOBID|USER|STATE|BATCHHOST|REASON|START|END (finished jobs too, while Slurm keeps
+them). START and END are Unix times (SLURM_TIME_FORMAT=%s): the actual or expected start
+(what `squeue --start` shows for a pending job, when the scheduler has one; else N/A) and
+the end (start + time limit).
 
 Checked here at every call, whoever the caller: USER is a plain POSIX name of an existing
 account (resolved now, so accounts created after deployment are covered) with a uid of at
@@ -57,7 +60,10 @@ COMMANDS = {
 }
 # `jobs`: all jobs Slurm still knows (-t all: finished ones while MinJobAge keeps them; -a:
 # hidden partitions too), one line each; the job name comes last (it may contain "|").
-JOBS_COMMAND = ("squeue", ("-h", "-a", "-t", "all", "-o", "%i|%U|%T|%B|%r|%j"))
+# %S/%e: start (expected, for a pending job) and end, as Unix times (JOBS_ENV).
+JOBS_COMMAND = ("squeue", ("-h", "-a", "-t", "all", "-o", "%i|%U|%T|%B|%r|%S|%e|%j"))
+JOBS_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/", "SLURM_TIME_FORMAT": "%s"}
+TIME_FIELD = re.compile(r"[0-9]{1,12}|N/A|Unknown|NONE|None")
 JOBS_TIMEOUT = 60  # seconds; squeue's own retries against a controller that is down
 
 
@@ -175,19 +181,22 @@ def jobs_command(config: dict) -> list[str]:
 def hub_jobs(output: str, config: dict) -> list[str]:
     """The lines of `jobs`: the hub's jobs of accounts the hub may act for, nothing else.
 
-    `output` is squeue's (JOBID|UID|STATE|BATCHHOST|REASON|NAME per line). Jobs with another
-    name, a job id that is not plain digits (array or het job parts), or an owner that
-    check_account refuses (below min_uid, not in the allowed groups, unknown) are dropped.
+    `output` is squeue's (JOBID|UID|STATE|BATCHHOST|REASON|START|END|NAME per line). Jobs
+    with another name, a job id that is not plain digits (array or het job parts), an owner
+    that check_account refuses (below min_uid, not in the allowed groups, unknown) or times
+    that are not Unix times (or N/A) are dropped.
     """
     prefix = f"jupyter-{config['hub_name']}-"
     owners: dict[str, str | None] = {}
     lines = []
     for line in output.splitlines():
-        fields = line.split("|", 5)
-        if len(fields) != 6:
+        fields = line.split("|", 7)
+        if len(fields) != 8:
             continue
-        job_id, uid, state, host, reason, name = fields
+        job_id, uid, state, host, reason, start, end, name = fields
         if not name.startswith(prefix) or not JOB_ID.fullmatch(job_id) or not uid.isdigit():
+            continue
+        if not (TIME_FIELD.fullmatch(start) and TIME_FIELD.fullmatch(end)):
             continue
         if uid not in owners:
             owners[uid] = None
@@ -198,7 +207,7 @@ def hub_jobs(output: str, config: dict) -> list[str]:
                 pass
         user = owners[uid]
         if user is not None and int(uid) >= config["min_uid"]:
-            lines.append("|".join((job_id, user, state, host, reason)))
+            lines.append("|".join((job_id, user, state, host, reason, start, end)))
     return lines
 
 
@@ -211,7 +220,7 @@ def run_jobs(config: dict) -> int:
             jobs_command(config),
             stdin=subprocess.DEVNULL,
             capture_output=True,
-            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/"},
+            env=JOBS_ENV,
             cwd="/",
             timeout=JOBS_TIMEOUT,
             check=False,
