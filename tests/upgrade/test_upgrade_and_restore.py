@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from testbed.hubclient import HubUser, load_access, node_exec, slurm_jobs
 from testbed.topology import LOGIN, REPO
 
@@ -51,6 +52,17 @@ PRESERVED = [
 ]
 
 scenario: dict = {}
+
+
+def site_cluster() -> dict:
+    """The cluster's description in this tree's testbed inventory, which the earlier release is
+    deployed with too. A site keeps its inventory when it upgrades hpchub; the testbed's lives in
+    the repository and its declared node sizes changed since UPGRADE_FROM (8 CPUs then), and Slurm
+    aborts running jobs when the cores of their nodes change: the cluster changing, not hpchub."""
+    cluster = yaml.safe_load(
+        (REPO / "inventories" / "testbed" / "group_vars" / "all" / "cluster.yml").read_text()
+    )
+    return {key: cluster[key] for key in ("slurm_node_cpus", "slurm_node_memory_mb")}
 
 
 def run_playbook(playbook: str, tree: Path = REPO, *args: str) -> str:
@@ -184,7 +196,7 @@ def test_earlier_release_deploys_from_the_history():
     )
     # The same testbed credentials (munge key, passwords) and access.json as this tree's.
     (OLD_TREE / ".testbed").symlink_to(REPO / ".testbed")
-    run_playbook("testbed.yml", OLD_TREE)
+    run_playbook("testbed.yml", OLD_TREE, "-e", json.dumps(site_cluster()))
     assert release()["commit"] == UPGRADE_FROM
 
 
