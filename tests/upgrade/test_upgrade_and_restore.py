@@ -12,7 +12,11 @@ fresh testbed):
    login cookies still work; a second converge changes nothing;
 4. back the hub up (playbooks/backup.yml), remove the login node's container, recreate and
    converge it (a new hub, new secrets), restore (playbooks/restore.yml): the same users, their
-   tokens, the announcement and both running servers with their kernels are back.
+   tokens, the announcement and both running servers with their kernels are back;
+5. the login node then runs a hand-rolled hub instead (root units, a root-owned database, a
+   world-readable old secret, JupyterHub running as root): the play stops before changing
+   anything and says what it found; with jupyterhub_adopt_existing_hub it takes the hub over
+   (users, tokens and logins kept) and a new server starts.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import time
 import uuid
@@ -65,7 +70,7 @@ def site_cluster() -> dict:
     return {key: cluster[key] for key in ("slurm_node_cpus", "slurm_node_memory_mb")}
 
 
-def run_playbook(playbook: str, tree: Path = REPO, *args: str) -> str:
+def run_playbook(playbook: str, tree: Path = REPO, *args: str, fails: bool = False) -> str:
     """ansible-playbook from a checkout (its own ansible.cfg and testbed inventory)."""
     started = time.monotonic()
     result = subprocess.run(
@@ -85,6 +90,9 @@ def run_playbook(playbook: str, tree: Path = REPO, *args: str) -> str:
     scenario.setdefault("seconds", {})[f"{tree.name}:{playbook}"] = round(
         time.monotonic() - started
     )
+    if fails:
+        assert result.returncode != 0, f"{playbook} should have failed:\n{result.stdout[-3000:]}"
+        return result.stdout
     assert result.returncode == 0, f"{playbook} failed:\n{result.stdout[-6000:]}\n{result.stderr}"
     wait_hub_through_the_proxy()
     return result.stdout
@@ -346,6 +354,104 @@ def test_restored_hub_has_the_users_tokens_announcement_and_running_servers():
     latest = admin.session.get(f"{admin.service('announcement')}/latest", timeout=30)
     assert latest.json()["announcement"] == scenario["announcement"]
     assert_servers_back(users, scenario["kernels"], scenario["jobs"])
+
+
+# --- 5. adopting a hand-rolled hub -------------------------------------------------------------
+
+HAND_ROLLED_UNIT = """[Unit]
+Description=JupyterHub
+After=network.target
+
+[Service]
+WorkingDirectory=/var/lib/jupyterhub
+ExecStart=/opt/jupyterhub/venv/bin/jupyterhub -f /etc/jupyterhub/jupyterhub_config.py
+
+[Install]
+WantedBy=multi-user.target
+"""
+# What such sites run: JupyterHub as root, PAM, its own proxy, state in /var/lib/jupyterhub.
+HAND_ROLLED_CONFIG = """c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = 8000
+c.JupyterHub.db_url = "sqlite:////var/lib/jupyterhub/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = "/var/lib/jupyterhub/jupyterhub_cookie_secret"
+c.JupyterHub.cleanup_servers = False
+c.ConfigurableHTTPProxy.command = ["/usr/bin/configurable-http-proxy"]
+"""
+OLD_HUB_ANSWERS = (
+    'python3 -c "import urllib.request as u; '
+    "print(u.urlopen('http://127.0.0.1:8000/hub/api/', timeout=3).status)\" 2>/dev/null || true"
+)
+OLD_HUB_FILES = (
+    "sha256sum /etc/systemd/system/jupyterhub.service /etc/jupyterhub/jupyterhub_config.py "
+    f"/etc/jupyterhub/announcement_cookie_secret; stat -c '%U %a' {STATE}/jupyterhub.sqlite"
+)
+ADOPT = json.dumps({"jupyterhub_adopt_existing_hub": True})
+
+
+def test_a_hand_rolled_hub_stops_the_play_before_any_change():
+    users = scenario["users"]
+    for user in users.values():
+        user.stop_server()
+    node_exec(LOGIN, "systemctl stop jupyterhub jupyterhub-proxy")
+    node_exec(
+        LOGIN,
+        f"printf '%s' {shlex.quote(HAND_ROLLED_UNIT)} > /etc/systemd/system/jupyterhub.service && "
+        f"printf '%s' {shlex.quote(HAND_ROLLED_CONFIG)} > /etc/jupyterhub/jupyterhub_config.py && "
+        "rm -f /etc/systemd/system/jupyterhub-proxy.service && "
+        f"chown root:root {STATE}/jupyterhub.sqlite && chmod 0644 {STATE}/jupyterhub.sqlite && "
+        "openssl rand -hex 32 > /etc/jupyterhub/announcement_cookie_secret && "
+        "chmod 0644 /etc/jupyterhub/announcement_cookie_secret && "
+        "systemctl daemon-reload && systemctl enable --now jupyterhub",
+    )
+    deadline = time.monotonic() + 120
+    while node_exec(LOGIN, OLD_HUB_ANSWERS).strip() != "200":
+        assert time.monotonic() < deadline, node_exec(
+            LOGIN, "journalctl -u jupyterhub -n 30 --no-pager"
+        )
+        time.sleep(2)
+    before = node_exec(LOGIN, OLD_HUB_FILES)
+
+    output = run_playbook("hub.yml", REPO, "--limit", LOGIN, fails=True)
+    said = output[output.index("runs a JupyterHub that hpchub did not install") :]
+    for expected in (
+        "jupyterhub.service (/etc/systemd/system/jupyterhub.service) was not installed by hpchub",
+        "as root",
+        f"the hub database {STATE}/jupyterhub.sqlite belongs to root",
+        "/etc/jupyterhub/announcement_cookie_secret is readable by every user (mode 0644)",
+        "Nothing was changed",
+        "jupyterhub_adopt_existing_hub: true",
+    ):
+        assert expected in said, f"{expected!r} not in:\n{said[:3000]}"
+    # Nothing changed: the old hub still runs, its files as they were.
+    assert node_exec(LOGIN, OLD_HUB_ANSWERS).strip() == "200"
+    assert node_exec(LOGIN, OLD_HUB_FILES) == before
+
+
+def test_adopting_the_hand_rolled_hub_keeps_users_tokens_and_logins():
+    output = run_playbook("testbed.yml", REPO, "-e", ADOPT)
+    assert "Took over the hand-rolled hub" in output
+    # hpchub's units, its unprivileged hub; the old root hub is gone.
+    assert "JupyterHub (hpchub)" in node_exec(LOGIN, "cat /etc/systemd/system/jupyterhub.service")
+    assert node_exec(LOGIN, "systemctl show -p User --value jupyterhub").strip() == "jupyterhub"
+    assert node_exec(LOGIN, OLD_HUB_ANSWERS).strip() == ""
+    assert node_exec(LOGIN, f"stat -c '%U %a' {STATE}/jupyterhub.sqlite").strip() == (
+        "jupyterhub 600"
+    )
+    # The old hub's files are out of the hub's folders, kept for the admin, root-only.
+    node_exec(LOGIN, "test ! -e /etc/jupyterhub/announcement_cookie_secret")
+    archives = node_exec(LOGIN, "ls -d /var/lib/hpchub-adopted/*").split()
+    assert len(archives) == 1
+    assert node_exec(LOGIN, f"stat -c '%U %a' {archives[0]}").strip() == "root 700"
+    node_exec(LOGIN, f"test -s {archives[0]}/etc/jupyterhub/announcement_cookie_secret")
+    # Users, their API tokens and their browser logins carried over; a new server starts.
+    users, admin = scenario["users"], scenario["admin"]
+    names = {u["name"] for u in admin.api("GET", "/users").json()}
+    assert {"alice", "bob", admin.name} <= names
+    for name, user in users.items():
+        assert user.api("GET", "/user").json()["name"] == name
+        assert cookie_still_logged_in(user), f"{name} was logged out by the adoption"
+    users["alice"].start_server({"profile": "small"})
+    users["alice"].wait_reachable(timeout=60)
 
 
 @pytest.fixture(scope="module", autouse=True)
