@@ -103,6 +103,24 @@ test: ## The whole suite: lint + unit + molecule (brings up everything it needs)
 	echo "==> make test finished in $$(( $$(date +%s) - start )) s"; \
 	$(BIN)/python tools/test-summary.py .cache/test-results/unit.xml .cache/test-results/testbed.xml
 
+UPGRADE_ARGS ?=
+.PHONY: test-upgrade
+test-upgrade: venv engine ## Upgrade + backup/restore scenario on a fresh testbed of its own (docs/operations.md)
+	@start=$$(date +%s); mkdir -p .cache/test-results; \
+	echo "==> test-upgrade: a fresh testbed (removes the running one)"; \
+	tools/testbed.sh down; tools/testbed.sh up; \
+	HPCHUB_UPGRADE_SCENARIO=1 pytest tests/upgrade -x -p no:cacheprovider -s \
+	  --junitxml=.cache/test-results/upgrade.xml $(UPGRADE_ARGS); \
+	echo "==> test-upgrade finished in $$(( $$(date +%s) - start )) s"
+
+.PHONY: backup
+backup: venv ## Back up the testbed's hub to .backups/ (playbooks/backup.yml; INVENTORY=... for a site)
+	ansible-playbook -i $(or $(INVENTORY),$(TESTBED_INVENTORY)) playbooks/backup.yml $(PLAYBOOK_ARGS)
+
+.PHONY: restore
+restore: venv ## Restore the newest backup in .backups/ (playbooks/restore.yml; INVENTORY=... for a site)
+	ansible-playbook -i $(or $(INVENTORY),$(TESTBED_INVENTORY)) playbooks/restore.yml $(PLAYBOOK_ARGS)
+
 BENCH_ARGS ?=
 .PHONY: bench
 USERS ?= 16

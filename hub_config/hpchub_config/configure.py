@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from . import api, audit, form, sessions
+from . import api, audit, database, form, sessions
 from .settings import Settings
 from .tls import alt_names
 
@@ -34,7 +34,7 @@ def configure(c, settings: Settings, settings_path: str) -> None:
     # host name, so its pages cannot script the hub's (the proxy routes by host name).
     if hub.subdomain_host:
         c.JupyterHub.subdomain_host = hub.subdomain_host
-    c.JupyterHub.db_url = hub.db_url or f"sqlite:///{hub.state_dir}/jupyterhub.sqlite"
+    c.JupyterHub.db_url = database.url(hub)
     c.JupyterHub.cookie_secret_file = hub.cookie_secret_file
     c.JupyterHub.pid_file = ""
     # User servers are Slurm jobs: they keep running when the hub restarts or upgrades.

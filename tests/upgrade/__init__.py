@@ -1,0 +1,1 @@
+"""The upgrade and backup/restore scenario (`make test-upgrade`): its own testbed lifecycle."""
