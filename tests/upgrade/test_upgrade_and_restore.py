@@ -70,8 +70,11 @@ def site_cluster() -> dict:
     return {key: cluster[key] for key in ("slurm_node_cpus", "slurm_node_memory_mb")}
 
 
-def run_playbook(playbook: str, tree: Path = REPO, *args: str, fails: bool = False) -> str:
-    """ansible-playbook from a checkout (its own ansible.cfg and testbed inventory)."""
+def run_playbook(
+    playbook: str, tree: Path = REPO, *args: str, wait: bool = True, fails: bool = False
+) -> str:
+    """ansible-playbook from a checkout (its own ansible.cfg and testbed inventory); then waits for
+    the hub through the proxy unless told not to. With `fails`, the play must fail."""
     started = time.monotonic()
     result = subprocess.run(
         [
@@ -87,14 +90,17 @@ def run_playbook(playbook: str, tree: Path = REPO, *args: str, fails: bool = Fal
         text=True,
         timeout=1800,
     )
-    scenario.setdefault("seconds", {})[f"{tree.name}:{playbook}"] = round(
+    seconds = scenario.setdefault("seconds", {})
+    runs = sum(key.startswith(f"{tree.name}:{playbook}") for key in seconds)
+    seconds[f"{tree.name}:{playbook}" + (f"#{runs + 1}" if runs else "")] = round(
         time.monotonic() - started
     )
     if fails:
         assert result.returncode != 0, f"{playbook} should have failed:\n{result.stdout[-3000:]}"
         return result.stdout
     assert result.returncode == 0, f"{playbook} failed:\n{result.stdout[-6000:]}\n{result.stderr}"
-    wait_hub_through_the_proxy()
+    if wait:
+        wait_hub_through_the_proxy()
     return result.stdout
 
 
@@ -334,12 +340,14 @@ def test_restore_onto_a_rebuilt_login_node():
         != (scenario["fingerprints"][f"{STATE}/jupyterhub_cookie_secret"])
     ), "the rebuilt node should have made a new cookie secret"
 
-    output = run_playbook("restore.yml")
-    scenario["seconds"]["rebuild+converge+restore"] = round(time.monotonic() - started)
-    # The testbed's clients trust the certificate from before (converge fetched the new one).
+    # The hub serves the certificate from before again: the testbed's clients (.testbed/hub-ca.crt,
+    # which the rebuilt node's converge replaced with its new one) trust it again.
+    output = run_playbook("restore.yml", wait=False)
     served = node_exec(LOGIN, "cat /etc/jupyterhub/tls/hub.crt").encode()
     assert served == hub_ca
     (REPO / ".testbed" / "hub-ca.crt").write_bytes(hub_ca)
+    wait_hub_through_the_proxy()
+    scenario["seconds"]["rebuild+converge+restore"] = round(time.monotonic() - started)
     assert fingerprints() == scenario["fingerprints"]
     secrets = node_exec(LOGIN, f"cat {STATE}/jupyterhub_cookie_secret").split()
     assert not any(s in output for s in secrets)
