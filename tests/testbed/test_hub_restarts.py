@@ -167,7 +167,7 @@ def test_the_idle_culler_reaches_the_hub_and_stops_an_idle_server(alice, alice_s
     assert pid, "the idle-culler service does not run"
     argv = node_exec(LOGIN, f"tr '\\0' '\\n' < /proc/{pid}/cmdline").splitlines()
     env = node_exec(LOGIN, f"tr '\\0' '\\n' < /proc/{pid}/environ").splitlines()
-    assert "--ssl-enabled" in argv
+    assert "--ssl-enabled=True" in argv
     argv = [a if not a.startswith("--timeout=") else "--timeout=5" for a in argv]
     wanted = ("JUPYTERHUB_API_TOKEN=", "JUPYTERHUB_API_URL=", "JUPYTERHUB_SERVICE_NAME=")
     exports = " ".join(shlex.quote(e) for e in env if e.startswith(wanted))
