@@ -151,7 +151,7 @@ def configure(c, settings: Settings, settings_path: str) -> None:
                     # The hub's API speaks internal TLS only: without these the culler cannot
                     # verify the hub and dies at every round (no server is ever culled). It
                     # runs as the hub account, which owns these certificates.
-                    "--ssl-enabled",
+                    "--ssl-enabled=True",
                     f"--internal-certs-location={hub.internal_tls_dir}",
                 ],
             }

@@ -77,7 +77,7 @@ def test_services_get_minimal_scopes(config):
     )
     assert "--timeout=3600" in services["idle-culler"]["command"]
     # Internal TLS: the culler verifies the hub with the hub's CA (else it never culls).
-    assert "--ssl-enabled" in services["idle-culler"]["command"]
+    assert "--ssl-enabled=True" in services["idle-culler"]["command"]
     assert (
         f"--internal-certs-location={config.JupyterHub.internal_certs_location}"
         in services["idle-culler"]["command"]
