@@ -85,12 +85,15 @@ def test_a_node_without_a_hub_has_nothing_to_adopt(site, capsys):
 
 
 def test_hpchubs_own_hub_is_not_a_foreign_one(site, capsys):
-    (site["units"] / "jupyterhub.service").write_text(OURS)
+    # The role's own unit templates, as it installs them.
+    for name in ("jupyterhub.service", "jupyterhub-proxy.service"):
+        template = SCRIPT.parents[1] / "templates" / f"{name}.j2"
+        (site["units"] / name).write_text(template.read_text())
     me = existing_hub.owner(os.stat(site["state"]))
     sqlite3.connect(site["state"] / "jupyterhub.sqlite").close()
     report = run(site, hub_user=me, capsys=capsys)
     assert report["found"] is False
-    assert report["units"][0]["ours"] is True
+    assert [u["ours"] for u in report["units"]] == [True, True]
     assert report["findings"] == []
 
 

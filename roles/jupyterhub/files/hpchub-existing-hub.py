@@ -20,7 +20,6 @@ linger next to hpchub's. The role then gives the database to the hub account and
 from __future__ import annotations
 
 import argparse
-import configparser
 import json
 import os
 import pwd
@@ -30,7 +29,7 @@ import stat
 import sys
 from pathlib import Path
 
-MARKER = "(hpchub)"  # in the Description= of the role's units
+MARKER = "hpchub"  # in the Description= of the role's units (templates/*.service.j2)
 UNITS = ("jupyterhub.service", "jupyterhub-proxy.service")
 UNIT_DIRS = ("/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system")
 DATABASE = "jupyterhub.sqlite"
@@ -44,22 +43,31 @@ def owner(st: os.stat_result) -> str:
         return str(st.st_uid)
 
 
+def unit_fields(text: str) -> dict[str, str]:
+    """Description=, User= and the first line of ExecStart= of a systemd unit file (systemd's
+    syntax: continuation lines, comments; not an INI file configparser can always read)."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if line[:1] in (" ", "\t", "#", ";"):
+            continue
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if sep and key in ("Description", "User", "ExecStart") and key not in fields:
+            fields[key] = value.strip().rstrip("\\").strip()
+    return fields
+
+
 def unit_info(name: str, unit_dirs: tuple[str, ...]) -> dict | None:
     for directory in unit_dirs:
         path = Path(directory) / name
         if path.is_file():
-            parser = configparser.ConfigParser(strict=False, interpolation=None)
-            try:
-                parser.read_string(path.read_text(errors="replace"))
-            except configparser.Error:
-                parser = configparser.ConfigParser()
-            description = parser.get("Unit", "Description", fallback="")
+            fields = unit_fields(path.read_text(errors="replace"))
             return {
                 "name": name,
                 "path": str(path),
-                "ours": MARKER in description,
-                "user": parser.get("Service", "User", fallback="root") or "root",
-                "exec": parser.get("Service", "ExecStart", fallback=""),
+                "ours": MARKER in fields.get("Description", "").lower(),
+                "user": fields.get("User") or "root",
+                "exec": fields.get("ExecStart", ""),
             }
     return None
 
