@@ -97,11 +97,13 @@ e2e: venv browser ## Run the testbed tests against an already running testbed (m
 .PHONY: test
 test: ## The whole suite: lint + unit + molecule (brings up everything it needs)
 	@start=$$(date +%s); rm -rf .cache/test-results; \
+	summary() { rc=$$?; echo "==> make test finished in $$(( $$(date +%s) - start )) s"; \
+	  if [ -x $(BIN)/python ]; then $(BIN)/python tools/test-summary.py .cache/test-results/unit.xml .cache/test-results/testbed.xml || rc=1; fi; \
+	  exit $$rc; }; \
+	trap summary EXIT; \
 	$(MAKE) --no-print-directory lint; \
 	$(MAKE) --no-print-directory unit; \
-	$(MAKE) --no-print-directory molecule; \
-	echo "==> make test finished in $$(( $$(date +%s) - start )) s"; \
-	$(BIN)/python tools/test-summary.py .cache/test-results/unit.xml .cache/test-results/testbed.xml
+	$(MAKE) --no-print-directory molecule
 
 UPGRADE_ARGS ?=
 .PHONY: test-upgrade

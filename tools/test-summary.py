@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Print one line per JUnit XML file and a closing total ("total: N passed, N failed").
+"""Print one line per JUnit XML file, each failed test with the first lines of its message,
+and a closing total ("total: N passed, N failed").
 
 `make test` runs pytest twice (unit tests, then the testbed tests inside Molecule's verify,
-whose output is followed by Molecule's own). This puts the counts of both at the end.
+whose output is followed by Molecule's teardown). This puts the counts of both, and the names
+of the tests that failed, at the end of the output, where a CI log's tail shows them; it runs
+whether or not an earlier step failed.
 Exits non-zero when a file is missing, a test failed, or no test ran.
 """
 
@@ -21,6 +24,21 @@ def counts(path: Path) -> dict[str, int]:
     return total
 
 
+def failures(path: Path, lines: int = 3) -> list[str]:
+    """`file::test: first lines of the message` for each failed or erroring test case."""
+    out = []
+    root = ET.parse(path).getroot()  # noqa: S314 - our own pytest output
+    for case in root.iter("testcase"):
+        for tag in ("failure", "error"):
+            node = case.find(tag)
+            if node is None:
+                continue
+            name = f"{case.get('classname', '')}::{case.get('name', '')}"
+            text = (node.get("message") or node.text or "").strip().splitlines()[:lines]
+            out.append(f"  FAILED {name}" + "".join(f"\n      {line[:200]}" for line in text))
+    return out
+
+
 def main(paths: list[str]) -> int:
     grand = {"passed": 0, "failed": 0, "skipped": 0}
     ok = True
@@ -34,6 +52,8 @@ def main(paths: list[str]) -> int:
         failed = c["failures"] + c["errors"]
         passed = c["tests"] - failed - c["skipped"]
         print(f"{path.stem}: {passed} passed, {failed} failed, {c['skipped']} skipped")
+        for line in failures(path):
+            print(line)
         grand["passed"] += passed
         grand["failed"] += failed
         grand["skipped"] += c["skipped"]
