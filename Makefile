@@ -131,6 +131,10 @@ bench: venv ## Benchmarks on the running testbed: make bench USERS="10 50" (tabl
 	$(BIN)/python benchmarks/spawn_latency.py --grow --users $(USERS) --cpu --steady $(STEADY) \
 	  --record $(BENCH_ARGS)
 
+.PHONY: bench-form
+bench-form: venv ## Time to open the spawn form with slurmctld idle, flooded and stopped (table appended to docs/performance.md)
+	$(BIN)/python benchmarks/form_open.py --record $(BENCH_ARGS)
+
 .PHONY: clean
 clean: testbed-down ## Remove the testbed and .venv
 	rm -rf $(VENV) .pytest_cache .ruff_cache

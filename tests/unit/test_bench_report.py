@@ -96,3 +96,46 @@ def test_the_summary_table_has_a_row_per_run_with_the_steady_state_numbers():
         lines[3] == "| 10 at once | 9.1 s / 12.0 s | 12.5 s | 0 | 61.0 | 1.4 | 20.0 ms / 80.5 ms |"
     )
     assert lines[4] == "| 50 at once | - / - | - | 1 | - | - | - / - |"
+
+
+# --- benchmarks/form_open.py ---------------------------------------------------------------
+import form_open  # noqa: E402
+
+
+def test_form_probe_lines_are_parsed_into_seconds_and_errors():
+    assert form_open.parse_probe("ok 0.123\n") == {"ok": True, "seconds": 0.123, "error": None}
+    stalled = form_open.parse_probe("error 15.004 /usr/bin/sinfo -h did not answer within 15 s")
+    assert stalled["ok"] is False and stalled["seconds"] == 15.004
+    assert "did not answer" in stalled["error"]
+    broken = form_open.parse_probe("Traceback (most recent call last):")
+    assert broken["ok"] is False and broken["seconds"] is None
+
+
+def test_form_table_has_a_row_per_phase_with_the_before_and_after_cells():
+    phase = {
+        "pages": 80,
+        "failures": 0,
+        "failure_kinds": [],
+        "page_median_ms": 41.2,
+        "page_p99_ms": 95.0,
+        "page_max_ms": 120.3,
+    }
+    report = {
+        "phases": {
+            "idle": phase | {"probes": {"before": {"ok": True, "seconds": 0.05}}},
+            "stalled": phase
+            | {
+                "failures": 2,
+                "failure_kinds": ["HTTP 500"],
+                "probes": {
+                    "before": {"ok": False, "seconds": 15.0},
+                    "after_cold": {"ok": False, "seconds": None},
+                },
+            },
+        }
+    }
+    lines = form_open.table(report).splitlines()
+    assert len(lines) == 4
+    assert lines[2].startswith("| idle | 41 / 95 / 120 ms (80 pages) | 0  | 0.05 s | — |")
+    assert "| stalled |" in lines[3] and "2 HTTP 500" in lines[3]
+    assert "15.0 s, then an error" in lines[3] and lines[3].endswith("| error |")
