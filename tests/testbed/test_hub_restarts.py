@@ -152,16 +152,19 @@ def test_the_idle_culler_reaches_the_hub_and_stops_an_idle_server(alice, alice_s
         time.sleep(0 if pid else 1)
     assert pid, "the idle-culler service does not run"
     argv = node_exec(LOGIN, f"tr '\\0' '\\n' < /proc/{pid}/cmdline").splitlines()
-    env = node_exec(LOGIN, f"tr '\\0' '\\n' < /proc/{pid}/environ").splitlines()
     assert "--ssl-enabled=True" in argv
     argv = [a if not a.startswith("--timeout=") else "--timeout=5" for a in argv]
-    wanted = ("JUPYTERHUB_API_TOKEN=", "JUPYTERHUB_API_URL=", "JUPYTERHUB_SERVICE_NAME=")
-    exports = " ".join(shlex.quote(e) for e in env if e.startswith(wanted))
     time.sleep(6)  # idle for longer than the timeout
+    # The service's token goes from its environment to this one through a root-only file, never
+    # through a command line (every user of the login node can read those in /proc).
+    env_file = "/run/hpchub-culler-test.env"
+    wanted = "^JUPYTERHUB_(API_TOKEN|API_URL|SERVICE_NAME)="
     # Its first round runs at once; 20 s leave time for the stop (the culler waits for it).
     log = node_exec(
         LOGIN,
-        f"cd /var/lib/jupyterhub && timeout 20 runuser -u jupyterhub -- env {exports} "
+        f"umask 077; tr '\\0' '\\n' < /proc/{pid}/environ | grep -E '{wanted}' > {env_file}; "
+        f'while IFS= read -r line; do export "$line"; done < {env_file}; rm -f {env_file}; '
+        f"cd /var/lib/jupyterhub && timeout 20 runuser -u jupyterhub -- "
         f"{' '.join(shlex.quote(a) for a in argv)} 2>&1; true",
     )
     assert "CERTIFICATE_VERIFY_FAILED" not in log, log[-2000:]
