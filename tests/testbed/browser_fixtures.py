@@ -53,3 +53,13 @@ def shot(page, name: str, full_page: bool = True) -> None:
     """The whole page (not only the viewport), for the docs."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
+
+
+def browser_login(page, access: dict, name: str) -> None:
+    """Log a demo user in through the hub's login form; returns once the hub let them past it."""
+    password = next(u["password"] for u in access["users"] if u["name"] == name)
+    page.goto(f"{access['hub_url']}/hub/login")
+    page.fill("#username_input", name)
+    page.fill("#password_input", password)
+    page.click("#login_submit")
+    page.wait_for_url(lambda url: "/hub/login" not in url, timeout=30_000)

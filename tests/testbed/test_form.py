@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from .browser_fixtures import shot
+from .browser_fixtures import browser_login, shot
 from .hubclient import node_exec, slurm_jobs
 from .slurm_inventory import GPU, GPU_NODE, GPU_PARTITION
 from .topology import CONTROLLER, LOGIN
@@ -26,11 +26,7 @@ GROUP_PROFILE = "gpu-a100"  # for gpu-project (alice), inventories/testbed/group
 
 
 def log_in(page, access, name: str) -> None:
-    password = next(u["password"] for u in access["users"] if u["name"] == name)
-    page.goto(f"{access['hub_url']}/hub/login")
-    page.fill("#username_input", name)
-    page.fill("#password_input", password)
-    page.click("#login_submit")
+    browser_login(page, access, name)
     page.wait_for_selector("select[name=profile]", timeout=30_000)
 
 

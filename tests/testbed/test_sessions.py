@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from .browser_fixtures import shot
+from .browser_fixtures import browser_login, shot
 from .hubclient import REPO, node_exec, slurm_jobs
 from .topology import COMPUTE_NODES, LOGIN
 
@@ -72,15 +72,6 @@ def progress_events(user, server: str = "", limit: int = 8) -> list[dict]:
                 break
     response.close()
     return events
-
-
-def browser_login(page, access, name: str) -> None:
-    password = next(u["password"] for u in access["users"] if u["name"] == name)
-    page.goto(f"{access['hub_url']}/hub/login")
-    page.fill("#username_input", name)
-    page.fill("#password_input", password)
-    page.click("#login_submit")
-    page.wait_for_url(lambda url: "/hub/login" not in url, timeout=30_000)
 
 
 @pytest.fixture
