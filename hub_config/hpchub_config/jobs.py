@@ -7,8 +7,9 @@ the hub (`sudo -n hpchub-slurm jobs`: squeue as root, the hub's jobs only) and e
 spawner reads the shared answer:
 
 - while any spawner waits for news (a server starting), it refreshes every `fast` seconds
-  (the spawners' startup_poll_interval); when all servers run, every `slow` seconds (their
-  poll_interval); with no job to watch, never;
+  (the spawners' startup_poll_interval), except for spawners that asked for news no sooner
+  than later (a job pending for long: every pending_poll_interval); when all servers run,
+  every `slow` seconds (their poll_interval); with no job to watch, never;
 - callers that need a newer answer than the last one wait for the same refresh: N starting
   servers cost one query per `fast` interval, not N (no thundering herd);
 - a failed or killed query is a snapshot with an error: readers treat it as no answer
@@ -240,23 +241,30 @@ class JobWatcher:
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._refresh_loop())
 
-    def _gap(self) -> float | None:
-        """Seconds between queries now: fast while anyone waits, slow for running jobs."""
-        if self._waiters:
-            return self.fast
+    def _next_query_at(self) -> float | None:
+        """When the next query is due (time.monotonic()), None when nobody needs one.
+
+        Fast while anyone waits for news, but not before the earliest moment a waiter asked
+        for (a server whose job pends for long asks for news every pending_poll_interval);
+        slow for running jobs only.
+        """
+        due = []
+        wanted = [after for after, future in self._waiters if not future.done()]
+        if wanted:
+            due.append(max(self._last_start + self.fast, min(wanted)))
         if self._watched:
-            return self.slow
-        return None
+            due.append(self._last_start + self.slow)
+        return min(due) if due else None
 
     async def _refresh_loop(self) -> None:
         wake = self._wake
         while True:
             wake.clear()
-            gap = self._gap()
-            if gap is None:
+            due = self._next_query_at()
+            if due is None:
                 await wake.wait()
                 continue
-            delay = self._last_start + gap - time.monotonic()
+            delay = due - time.monotonic()
             if delay > 0:
                 try:
                     await asyncio.wait_for(wake.wait(), delay)

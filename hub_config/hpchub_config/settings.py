@@ -402,6 +402,13 @@ class SpawnerSettings:
         doc="Seconds between the hub's job queries while any server starts (one for all).",
         minimum=0.1,
     )
+    pending_poll_interval: float = setting(
+        5.0,
+        doc="Seconds between the hub's checks of a job that has waited in the queue longer "
+        "than this (Slurm's main and backfill schedulers run every few tens of seconds): a "
+        "class waiting in a busy queue costs a query every few seconds, not twice a second.",
+        minimum=0.1,
+    )
     activity_interval: int = setting(
         300,
         doc="Seconds between a server's activity reports to the hub "

@@ -409,7 +409,7 @@ class SlurmNotebookSpawner(SlurmSpawner):
         """
         return await run_argv(shlex.split(cmd), input=input)
 
-    async def query_job_status(self, fresh: bool = False):
+    async def query_job_status(self, fresh: bool = False, not_before: float = float("-inf")):
         """The job's state from the hub's view of its jobs (one query for all servers).
 
         Reads the watcher's snapshot taken after this job's submission (`fresh`: one newer
@@ -419,11 +419,12 @@ class SlurmNotebookSpawner(SlurmSpawner):
         as before the watcher (`_query_one`): Slurm's answer for that job id decides, so a
         job the view cannot show (purged, renamed hub) is never dropped on the view's word.
         A view query that failed or was killed is no answer: the state stays UNKNOWN.
+        `not_before` (time.monotonic()): no news wanted from a query started earlier.
         """
         if not self.job_id:
             self.job_status = ""
             return JobStatus.NOTFOUND
-        after = self._submitted_at
+        after = max(self._submitted_at, not_before)
         if fresh:
             after = max(after, self._seen_at + 1e-6)
         try:
@@ -728,12 +729,19 @@ class SlurmNotebookSpawner(SlurmSpawner):
         """Until the job runs; a job that ends, or can never start, fails the spawn.
 
         Each round reads the next refresh of the hub's view (every startup_poll_interval
-        while any server starts, one query for all of them).
+        while any server starts, one query for all of them). A job that has pended for
+        longer than pending_poll_interval is checked every pending_poll_interval: Slurm
+        starts queued jobs in scheduling cycles tens of seconds apart, and a class waiting
+        in a full queue would otherwise keep the query at its fastest pace for minutes.
         """
+        backoff = self.settings.spawner.pending_poll_interval
+        not_before = float("-inf")
         while True:
-            status = await self.query_job_status(fresh=True)
+            status = await self.query_job_status(fresh=True, not_before=not_before)
             if status == JobStatus.RUNNING:
                 break
+            if status == JobStatus.PENDING and time.monotonic() - started > backoff:
+                not_before = time.monotonic() + backoff
             if status == JobStatus.NOTFOUND:
                 await self._fail("ended")
             if status == JobStatus.PENDING and FATAL_PENDING_REASONS.match(self._reason()):

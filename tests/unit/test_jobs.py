@@ -88,6 +88,39 @@ def test_several_starting_servers_share_one_query_per_refresh(spawner_config):
     assert squeue.per_job == []
 
 
+def test_a_job_pending_for_long_is_checked_every_pending_poll_interval(spawner_config):
+    """Fast checks while a job is young; once it has pended for pending_poll_interval, one
+    check per interval (not one per fast refresh), and its start is still seen."""
+    import dataclasses
+
+    settings = spawner_config.ProfilesSlurmSpawner.settings
+    settings = dataclasses.replace(
+        settings, spawner=dataclasses.replace(settings.spawner, pending_poll_interval=0.25)
+    )
+    spawner_config.ProfilesSlurmSpawner.settings = settings
+    spawner_config.SlurmNotebookSpawner.settings = settings
+    squeue = Squeue({"50": ("alice", "PENDING|(null)|Resources")})
+    watcher = JobWatcher(JOBS, fast=0.02, slow=30, run=squeue)
+    _, child = spawner_for(spawner_config, "alice", "50", squeue, watcher)
+
+    async def scenario():
+        wait = asyncio.ensure_future(child.wait_for_job(time.monotonic()))
+        await asyncio.sleep(0.25)
+        young = squeue.queries
+        await asyncio.sleep(1.0)  # pending for long: one check per 0.25 s
+        old = squeue.queries - young
+        squeue.jobs["50"] = ("alice", "RUNNING|node1|None")
+        started = time.monotonic()
+        await asyncio.wait_for(wait, 2)
+        return young, old, time.monotonic() - started
+
+    young, old, seen_after = asyncio.run(scenario())
+    assert young >= 5, young  # fast (every 0.02 s) while young
+    assert 2 <= old <= 6, old  # 1.0 s at 0.25 s, not fifty fast refreshes
+    assert seen_after < 0.6, seen_after
+    assert child.state_gethost() == "node1"
+
+
 def test_concurrent_callers_wait_for_the_same_refresh():
     squeue = Squeue({"7": ("alice", "RUNNING|node1|None")}, delay=0.05)
     watcher = JobWatcher(JOBS, fast=0.01, slow=30, run=squeue)
