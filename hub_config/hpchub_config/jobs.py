@@ -9,7 +9,7 @@ spawner reads the shared answer:
 - while any spawner waits for news (a server starting), it refreshes every `fast` seconds
   (the spawners' startup_poll_interval), except for spawners that asked for news no sooner
   than later (a job pending for long: every pending_poll_interval); when all servers run,
-  every `slow` seconds (their poll_interval); with no job to watch, never;
+  every `slow` seconds (job_watch_interval); with no job to watch, never;
 - callers that need a newer answer than the last one wait for the same refresh: N starting
   servers cost one query per `fast` interval, not N (no thundering herd);
 - a failed or killed query is a snapshot with an error: readers treat it as no answer

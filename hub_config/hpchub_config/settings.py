@@ -394,7 +394,16 @@ class SpawnerSettings:
     )
     poll_interval: int = setting(
         30,
-        doc="Seconds between the hub's job queries while all servers run (one for all servers).",
+        doc="Seconds between JupyterHub's own check of each server (Spawner.poll_interval): "
+        "a fallback, reading the hub's job view, which reports ended jobs by itself every "
+        "job_watch_interval.",
+        minimum=1,
+    )
+    job_watch_interval: float = setting(
+        5.0,
+        doc="Seconds between the hub's job queries while all servers run (ONE query for all "
+        "servers): a job cancelled outside the hub, ended by its walltime or marked lost with "
+        "its node by Slurm is shown stopped within this.",
         minimum=1,
     )
     startup_poll_interval: float = setting(

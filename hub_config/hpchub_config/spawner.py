@@ -301,7 +301,9 @@ class SlurmNotebookSpawner(SlurmSpawner):
     def _default_watcher(self):
         spawner = self.settings.spawner
         command = f"{spawner.sudo} -n {spawner.slurm_helper} jobs"
-        return job_watcher(command, fast=self.startup_poll_interval, slow=self.poll_interval)
+        return job_watcher(
+            command, fast=self.startup_poll_interval, slow=spawner.job_watch_interval
+        )
 
     @default("exec_prefix")
     def _default_exec_prefix(self):
@@ -532,7 +534,8 @@ class SlurmNotebookSpawner(SlurmSpawner):
     def _job_news(self, snapshot: Snapshot) -> None:
         """After each view refresh: a watched job that left the queue is reported now.
 
-        JupyterHub would notice at the server's next poll (up to poll_interval later);
+        JupyterHub would notice at the server's next poll (up to poll_interval later; the
+        view refreshes every job_watch_interval while servers run);
         its poll_and_notify runs the same check at once and, when the job is gone, marks
         the server stopped and runs JupyterHub's callbacks.
         """

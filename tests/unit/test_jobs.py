@@ -280,3 +280,15 @@ def test_queries_and_the_hubs_jobs_by_state_are_metrics():
     assert value("hpchub_slurm_jobs", state="RUNNING") == 2
     assert value("hpchub_slurm_jobs", state="PENDING") == 0
     assert value("hpchub_slurm_query_duration_seconds_count") >= 3
+
+
+def test_running_servers_are_watched_every_job_watch_interval_not_jupyterhubs_poll(spawner_config):
+    """One query for all servers every job_watch_interval (5 s by default): an ended job shows
+    within seconds with the role's defaults, while JupyterHub's own per-server poll stays 30 s."""
+    settings = spawner_config.ProfilesSlurmSpawner.settings
+    assert settings.spawner.job_watch_interval == 5 and settings.spawner.poll_interval == 30
+    wrapper = ProfilesSlurmSpawner(user=fake_user("alice"), hub=fake_hub(), config=spawner_config)
+    wrapper.request = REQUEST
+    child = wrapper.construct_child()
+    assert child.watcher.slow == 5
+    assert child.watcher.fast == settings.spawner.startup_poll_interval
