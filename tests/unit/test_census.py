@@ -143,6 +143,9 @@ def test_the_hubs_postgresql_is_reported_with_its_server_version():
     login["deb_packages"]["postgresql-15"] = "15.14-0+deb12u1"
     components = census.components_of(login, set())
     assert components["postgresql"] == {"version": "15.14", "source": "dpkg postgresql-15"}
+    data = raw()
+    data["hosts"]["login1.acme.org"]["facts"] = login
+    census.validate(build(data))  # a component id of the schema
 
 
 def test_components_of_a_login_host():
