@@ -60,7 +60,16 @@ ENV_PACKAGES = {
 }
 VENV_KEYS = {"hub-env": "hub_venv", "notebook-env": "notebook_env"}
 # Host-level components (the others are <env>/<package>).
-HOST_COMPONENTS = ("os", "python", "slurm", "munge", "lmod", "configurable-http-proxy", "hpchub")
+HOST_COMPONENTS = (
+    "os",
+    "python",
+    "slurm",
+    "munge",
+    "lmod",
+    "configurable-http-proxy",
+    "postgresql",
+    "hpchub",
+)
 # hpchub's host roles; inventory groups that are none of them count as "other".
 HOST_ROLES = ("slurm_controller", "login", "compute")
 PIN_LINE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(==|>=|~=)\s*([^\s;#,]+)")
@@ -182,6 +191,9 @@ def components_of(facts: dict, pinned: set[str]) -> dict:
         found["configurable-http-proxy"] = _entry(
             upstream(deb["node-configurable-http-proxy"]), "dpkg node-configurable-http-proxy"
         )
+    # The hub's database server, when it runs on this host (jupyterhub_database: postgresql).
+    for package in sorted(p for p in deb if re.fullmatch(r"postgresql-[0-9]+", p)):
+        found["postgresql"] = _entry(upstream(deb[package]), f"dpkg {package}")
     releases = facts.get("releases") or {}
     if "hub" in releases:
         found["hpchub"] = _release_entry(releases["hub"], "/etc/hpchub/release.json")

@@ -84,6 +84,9 @@ PROFILE_FIELDS = (
 )
 
 
+DATABASE_KINDS = ("sqlite", "postgresql")
+
+
 class SettingsError(ValueError):
     """The settings file is invalid. `problems` lists (key path, message) pairs."""
 
@@ -250,7 +253,24 @@ class HubSettings:
         doc="State directory (database, cookie secret): upgrades keep it.",
         pattern=ABSOLUTE_PATH_PATTERN,
     )
-    db_url: str = setting("", doc='Database URL; "" = sqlite in the state directory.')
+    database: str = setting(
+        "sqlite",
+        doc="Hub database: sqlite (a file in the state folder) or postgresql (Debian's "
+        "PostgreSQL on the login node: unix socket, peer authentication).",
+        choices=DATABASE_KINDS,
+    )
+    postgresql_database: str = setting(
+        "jupyterhub",
+        doc="postgresql: the hub's database on the login node's PostgreSQL (its role is the "
+        "hub account's name).",
+        pattern=r"[a-z_][a-z0-9_]{0,62}",
+        pattern_hint="lower-case letters, digits and _ (a PostgreSQL name needing no quotes)",
+    )
+    db_url: str = setting(
+        "",
+        doc='Database URL (SQLAlchemy), e.g. an external server; "" = what `database` '
+        "chooses. Passwords go in the hub account's ~/.pgpass.",
+    )
     admin_users: list[str] = setting([], doc="Hub administrators (account names).")
     allowed_groups: list[str] = setting(
         [], doc="Unix groups whose members may log in and spawn; [] = every account >= min_uid."

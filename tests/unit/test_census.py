@@ -39,6 +39,7 @@ HUB_PACKAGES = {
     "jupyterhub-announcement": "0.9.3",
     "pamela": "1.2.0",
     "pyyaml": "6.0.3",
+    "psycopg2-binary": "2.9.13",
     "hpchub-config": "0.1.0",
     "tornado": "6.5",
 }
@@ -137,6 +138,16 @@ def build(data=None) -> dict:
 # --------------------------------------------------------------------------- components
 
 
+def test_the_hubs_postgresql_is_reported_with_its_server_version():
+    login = facts(hub=True, env=False)
+    login["deb_packages"]["postgresql-15"] = "15.14-0+deb12u1"
+    components = census.components_of(login, set())
+    assert components["postgresql"] == {"version": "15.14", "source": "dpkg postgresql-15"}
+    data = raw()
+    data["hosts"]["login1.acme.org"]["facts"] = login
+    census.validate(build(data))  # a component id of the schema
+
+
 def test_components_of_a_login_host():
     components = census.components_of(facts(hub=True, env=False), set())
     assert components["os"] == {"version": "debian 12.8", "source": "/etc/debian_version"}
@@ -144,6 +155,7 @@ def test_components_of_a_login_host():
     assert components["munge"]["version"] == "0.5.15"
     assert components["lmod"] == {"version": "8.6.19", "source": "dpkg lmod"}  # no command: dpkg
     assert components["configurable-http-proxy"]["version"] == "4.5.4+~cs8.6.22"
+    assert "postgresql" not in components  # the testbed's default: sqlite
     assert components["hub-env/jupyterhub"]["version"] == "6.1.1"
     assert components["hub-env/wrapspawner"]["version"] == "1.0.1"
     assert components["hub-env/jupyterhub-idle-culler"]["version"] == "2.0.0"

@@ -256,3 +256,42 @@ def test_example_inventory_renders_settings_that_hub_config_accepts(tmp_path):
     assert [p.key for p in settings.spawner.profiles] == ["interactive", "interactive-large", "gpu"]
     assert settings.spawner.profile("gpu").gpus == 1
     assert settings.announcement.enabled and len(settings.announcement.seed) == 1
+
+
+# The login node's PostgreSQL (jupyterhub_database: postgresql): pg_hba.conf as the role renders it.
+RENDER_PG_HBA = """
+- name: Render pg_hba.conf (no host is contacted)
+  hosts: login
+  gather_facts: false
+  tasks:
+    - name: Load the jupyterhub role's defaults and vars
+      ansible.builtin.import_role:
+        name: jupyterhub
+      when: false
+    - name: Show pg_hba.conf
+      ansible.builtin.debug:
+        msg: >-
+          {{ lookup('ansible.builtin.template', '@ROLES@/jupyterhub/templates/pg_hba.conf.j2') }}
+      vars:
+        jupyterhub_database: postgresql
+"""
+
+
+def test_pg_hba_lets_only_the_hub_account_into_its_own_database_over_the_socket(tmp_path):
+    playbook = tmp_path / "render.yml"
+    playbook.write_text(RENDER_PG_HBA.replace("@ROLES@", str(ROLES_DIR)))
+    result = ansible_playbook(
+        EXAMPLE_INVENTORY, playbook, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json"
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    text = json.loads(result.stdout)["plays"][0]["tasks"][-1]["hosts"]["login1.example.org"]["msg"]
+    rules = [line.split() for line in text.splitlines() if line and not line.startswith("#")]
+    # First match wins: postgres administers, the hub account reaches its database by peer
+    # authentication, everyone and everything else (any TCP connection too) is rejected.
+    assert rules == [
+        ["local", "all", "postgres", "peer"],
+        ["local", "jupyterhub", "jupyterhub", "peer"],
+        ["local", "all", "all", "reject"],
+        ["host", "all", "all", "0.0.0.0/0", "reject"],
+        ["host", "all", "all", "::/0", "reject"],
+    ]

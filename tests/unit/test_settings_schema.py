@@ -82,3 +82,13 @@ def test_command_line_strings_are_read_like_the_template_reads_them():
         )
         == []
     )
+
+
+def test_a_wrong_database_kind_fails_preflight_naming_the_variable():
+    problems = schema.check_ansible_values(
+        {"jupyterhub_database": "mysql", "jupyterhub_postgresql_database": "Hub-DB"}
+    )
+    text = "\n".join(problems)
+    assert "jupyterhub_database: must be one of sqlite, postgresql, got 'mysql'" in text
+    assert "jupyterhub_postgresql_database: must be lower-case letters" in text
+    assert schema.check_ansible_values({"jupyterhub_database": "postgresql"}) == []

@@ -67,6 +67,8 @@ DEB_PACKAGES = (
     "nodejs",
     "python3",
 )
+# The hub's PostgreSQL (jupyterhub_database: postgresql): the server package of its version.
+POSTGRESQL_SERVER = re.compile(r"^postgresql-[0-9]+$")
 COMMAND_TIMEOUT = 20
 
 
@@ -215,7 +217,11 @@ def collect(params: dict) -> dict:
 
     code, output = run(["dpkg-query", "-W", "-f", "${Package}\t${Version}\t${db:Status-Abbrev}\n"])
     deb = parse_dpkg(output) if code in (0, 1) else {}
-    facts["deb_packages"] = {name: deb[name] for name in DEB_PACKAGES if name in deb}
+    facts["deb_packages"] = {
+        name: version
+        for name, version in deb.items()
+        if name in DEB_PACKAGES or POSTGRESQL_SERVER.match(name)
+    }
 
     python = command_version([["/usr/bin/python3", "--version"], ["python3", "--version"]])
     facts["python"] = python
