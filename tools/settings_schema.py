@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import importlib.util
 import sys
+import textwrap
 import typing
 from pathlib import Path
 
@@ -147,10 +148,15 @@ def role_variables(role: str):
                 yield section, f, tp, var
 
 
+def comment(text: str, indent: str = "") -> list[str]:
+    """A YAML comment wrapped at 100 columns (yamllint's limit is 140)."""
+    return textwrap.wrap(text, 100, initial_indent=f"{indent}# ", subsequent_indent=f"{indent}# ")
+
+
 def defaults_block(role: str) -> list[str]:
     lines = []
     for _section, f, _tp, var in role_variables(role):
-        lines.append(f"# {f.metadata['doc']}")
+        lines += comment(f.metadata["doc"])
         if f.metadata.get("role_default"):
             lines += dump({var: f.metadata["role_default"]})
         else:
@@ -174,7 +180,7 @@ def template(role: str) -> str:
     for section in sections:
         lines.append(f"{section.name}:")
         for f, tp in fields_of(section.cls):
-            lines.append(f"  # {f.metadata['doc']}")
+            lines += comment(f.metadata["doc"], "  ")
             if f.metadata.get("render"):
                 # A list renders as JSON (its expression ends in `| to_json`), a scalar quoted.
                 render = f.metadata["render"]
