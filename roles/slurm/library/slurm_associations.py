@@ -230,31 +230,23 @@ class Associations:
                 if changes:
                     commands.append(["modify", "account", "where", f"name={name}", "set", *changes])
                 if have["parent"] != parent:
-                    commands.append(
-                        [
-                            "modify",
-                            "account",
-                            "where",
-                            f"name={name}",
-                            f"cluster={self.cluster}",
-                            "set",
-                            f"parent={parent}",
-                        ]
-                    )
+                    commands.append(self._modify_association(name, [f"parent={parent}"]))
             changes = _qos_changes(entry, have)
             if changes:
-                commands.append(
-                    [
-                        "modify",
-                        "account",
-                        "where",
-                        f"name={name}",
-                        f"cluster={self.cluster}",
-                        "set",
-                        *changes,
-                    ]
-                )
+                commands.append(self._modify_association(name, changes))
         return commands
+
+    def _modify_association(self, account: str, changes: list[str]) -> list[str]:
+        """sacctmgr's arguments to change an account's association on this cluster."""
+        return [
+            "modify",
+            "account",
+            "where",
+            f"name={account}",
+            f"cluster={self.cluster}",
+            "set",
+            *changes,
+        ]
 
     def _plan_users(self, declared: list[dict], assocs: list[dict]) -> list[list[str]]:
         defaults = self.default_accounts()
