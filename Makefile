@@ -74,6 +74,13 @@ lint: venv ## yamllint, ansible-lint (production profile), ruff
 	@echo "==> ansible-lint"; ansible-lint
 	@echo "==> ruff"; ruff check . && ruff format --check .
 
+.PHONY: docs
+docs: venv ## Build the documentation site into .cache/site/ (MkDocs, strict: a broken link fails)
+	@start=$$(date +%s); \
+	echo "==> mkdocs build --strict (mkdocs.yml: docs/ into .cache/site/)"; \
+	mkdocs build --strict; \
+	echo "==> docs built in $$(( $$(date +%s) - start )) s: open .cache/site/index.html"
+
 .PHONY: generate
 generate: venv ## Regenerate the role files and docs/configuration.md from the settings schema
 	$(BIN)/python tools/settings_schema.py
@@ -95,13 +102,14 @@ e2e: venv browser ## Run the testbed tests against an already running testbed (m
 	pytest tests/testbed
 
 .PHONY: test
-test: ## The whole suite: lint + unit + molecule (brings up everything it needs)
+test: ## The whole suite: lint + docs + unit + molecule (brings up everything it needs)
 	@start=$$(date +%s); rm -rf .cache/test-results; \
 	summary() { rc=$$?; echo "==> make test finished in $$(( $$(date +%s) - start )) s"; \
 	  if [ -x $(BIN)/python ]; then $(BIN)/python tools/test-summary.py .cache/test-results/unit.xml .cache/test-results/testbed.xml || rc=1; fi; \
 	  exit $$rc; }; \
 	trap summary EXIT; \
 	$(MAKE) --no-print-directory lint; \
+	$(MAKE) --no-print-directory docs; \
 	$(MAKE) --no-print-directory unit; \
 	$(MAKE) --no-print-directory molecule
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import re
 import sys
 import textwrap
 import typing
@@ -204,6 +205,16 @@ def _markdown_value(value) -> str:
     return f"`{text}`".replace("|", "\\|")
 
 
+def _markdown_text(text: str) -> str:
+    """Prose for a table cell: outside `code` spans, < is written as an entity, so that
+    placeholders such as jupyter-<name>-<profile> show instead of being read as HTML tags
+    (which browsers hide); | would end the cell."""
+    parts = re.split(r"(`[^`]*`)", text)
+    return "".join(
+        part if part.startswith("`") else part.replace("<", "&lt;") for part in parts
+    ).replace("|", "\\|")
+
+
 def documentation() -> str:
     out = [
         "# Configuration reference",
@@ -242,7 +253,7 @@ def documentation() -> str:
             )
             out.append(
                 f"| `{section.name}.{f.name}` | {variable} | {default} | "
-                f"{constraints(f) or '-'} | {f.metadata['doc']} |"
+                f"{_markdown_text(constraints(f)) or '-'} | {_markdown_text(f.metadata['doc'])} |"
             )
         out.append("")
     for cls in (schema.Profile, schema.SeededAnnouncement):
@@ -256,8 +267,8 @@ def documentation() -> str:
         ]
         for f, _tp in fields_of(cls):
             out.append(
-                f"| `{f.name}` | {_markdown_value(default_of(f))} | {constraints(f) or '-'} | "
-                f"{f.metadata['doc']} |"
+                f"| `{f.name}` | {_markdown_value(default_of(f))} | "
+                f"{_markdown_text(constraints(f)) or '-'} | {_markdown_text(f.metadata['doc'])} |"
             )
         out.append("")
     return "\n".join(out)

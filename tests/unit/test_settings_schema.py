@@ -92,3 +92,12 @@ def test_a_wrong_database_kind_fails_preflight_naming_the_variable():
     assert "jupyterhub_database: must be one of sqlite, postgresql, got 'mysql'" in text
     assert "jupyterhub_postgresql_database: must be lower-case letters" in text
     assert schema.check_ansible_values({"jupyterhub_database": "postgresql"}) == []
+
+
+def test_placeholders_in_the_reference_are_shown_not_read_as_html():
+    # jupyter-<name>-<profile> outside a code span would be two unknown HTML tags: hidden text.
+    assert settings_schema._markdown_text("job name jupyter-<name>-<profile>, `a <b>` | c") == (
+        "job name jupyter-&lt;name>-&lt;profile>, `a <b>` \\| c"
+    )
+    reference = (REPO / "docs" / "configuration.md").read_text()
+    assert "jupyter-&lt;name>-&lt;profile>" in reference
