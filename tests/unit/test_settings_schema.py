@@ -99,5 +99,20 @@ def test_placeholders_in_the_reference_are_shown_not_read_as_html():
     assert settings_schema._markdown_text("job name jupyter-<name>-<profile>, `a <b>` | c") == (
         "job name jupyter-&lt;name>-&lt;profile>, `a <b>` \\| c"
     )
+    # A | inside code: HTML with an entity, shown as | by GitHub and by the site alike.
+    assert settings_schema._markdown_text("`{{ x | default(1) }}`") == (
+        "<code>{{ x &#124; default(1) }}</code>"
+    )
     reference = (REPO / "docs" / "configuration.md").read_text()
     assert "jupyter-&lt;name>-&lt;profile>" in reference
+
+
+def test_every_role_variable_is_in_the_reference():
+    reference = (REPO / "docs" / "configuration.md").read_text()
+    checked = 0
+    for specs_file in sorted(REPO.glob("roles/*/meta/argument_specs.yml")):
+        options = yaml.safe_load(specs_file.read_text())["argument_specs"]["main"]["options"]
+        for name in options:
+            assert reference.count(f" `{name}` |") == 1, f"{name} ({specs_file}) in the reference"
+            checked += 1
+    assert checked >= 100
