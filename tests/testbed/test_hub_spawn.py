@@ -143,7 +143,8 @@ def test_spawn_form_offers_profiles_and_partition_limits_from_slurm(alice, no_se
     # partition table, form.py; test_form.py checks what a browser shows of it).
     row = re.search(r'<tr data-partition="batch">(.*?)</tr>', page.text, re.S)
     assert row, "the form has no row for the partition batch"
-    assert "<td>32 cores, 40 GB, 8 h</td>" in row.group(1), row.group(1)
+    # (", 2 GPUs" follows when the partition has the GPU node.)
+    assert re.search(r"<td>32 cores, 40 GB, 8 h(, \d+ GPUs)?</td>", row.group(1)), row.group(1)
 
 
 def submit_spawn_form(user: HubUser, **fields: str):
