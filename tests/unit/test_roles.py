@@ -238,15 +238,19 @@ RENDER_SETTINGS = """
 """
 
 
-def test_example_inventory_renders_settings_that_hub_config_accepts(tmp_path):
+def rendered_for_login1(tmp_path, render_playbook: str):
+    """Run a render playbook against the example inventory; its last task's message on login1."""
     playbook = tmp_path / "render.yml"
-    playbook.write_text(RENDER_SETTINGS.replace("@ROLES@", str(ROLES_DIR)))
+    playbook.write_text(render_playbook.replace("@ROLES@", str(ROLES_DIR)))
     result = ansible_playbook(
         EXAMPLE_INVENTORY, playbook, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json"
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    last_task = json.loads(result.stdout)["plays"][0]["tasks"][-1]
-    data = last_task["hosts"]["login1.example.org"]["msg"]
+    return json.loads(result.stdout)["plays"][0]["tasks"][-1]["hosts"]["login1.example.org"]["msg"]
+
+
+def test_example_inventory_renders_settings_that_hub_config_accepts(tmp_path):
+    data = rendered_for_login1(tmp_path, RENDER_SETTINGS)
 
     settings = settings_from_dict(data, "inventories/example")  # raises, naming the key
 
@@ -278,13 +282,7 @@ RENDER_PG_HBA = """
 
 
 def test_pg_hba_lets_only_the_hub_account_into_its_own_database_over_the_socket(tmp_path):
-    playbook = tmp_path / "render.yml"
-    playbook.write_text(RENDER_PG_HBA.replace("@ROLES@", str(ROLES_DIR)))
-    result = ansible_playbook(
-        EXAMPLE_INVENTORY, playbook, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json"
-    )
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    text = json.loads(result.stdout)["plays"][0]["tasks"][-1]["hosts"]["login1.example.org"]["msg"]
+    text = rendered_for_login1(tmp_path, RENDER_PG_HBA)
     rules = [line.split() for line in text.splitlines() if line and not line.startswith("#")]
     # First match wins: postgres administers, the hub account reaches its database by peer
     # authentication, everyone and everything else (any TCP connection too) is rejected.
